@@ -1,0 +1,106 @@
+"""Omni Connectors core: the connector contract, specs, factory, config loader and serializer.
+
+Importing this package is cheap: it imports no torch, numpy, zmq or backend
+module and scans no entry points.  Public names load on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .version import CONNECTOR_API_VERSION, __version__
+
+_LAZY: dict[str, str] = {
+    "OmniConnectorBase": "base",
+    "validate_key": "base",
+    "Capabilities": "capabilities",
+    "Delivery": "capabilities",
+    "ConnectorSpec": "spec",
+    "OmniTransferConfig": "spec",
+    "ConnectorRegistration": "registration",
+    "ConfigKey": "registration",
+    "PolicyRegistration": "registration",
+    "CliCommand": "registration",
+    "import_target": "registration",
+    "hookimpl": "hookspecs",
+    "OmniConnectorFactory": "factory",
+    "load_omni_transfer_config": "config_loader",
+    "create_connectors_from_config": "initialization",
+    "initialize_connectors_from_config": "initialization",
+    "initialize_orchestrator_connectors": "initialization",
+    "get_connectors_config_for_stage": "initialization",
+    "get_stage_connector_config": "initialization",
+    "build_stage_connectors": "initialization",
+    "resolve_connector_spec": "initialization",
+    "resolve_omni_kv_config_for_stage": "initialization",
+    "compute_connector_zmq_port": "ports",
+    "KV_RANK_PORT_STRIDE": "ports",
+    "KV_REPLICA_PORT_STRIDE": "ports",
+    "KV_TRANSFER_PORT_OFFSET": "ports",
+    "REQUEST_FORWARDING_PORT_OFFSET": "ports",
+    "ORCHESTRATOR_PORT_OFFSET": "ports",
+    "OmniSerializer": "serialization",
+    "serialize_obj": "serialization",
+    "deserialize_obj": "serialization",
+    "BufferAllocator": "memory_pool",
+    "ManagedBuffer": "memory_pool",
+    "KVPipeBase": "kv_pipe",
+    "ConnectorKVPipe": "kv_pipe",
+    "expand_env_value": "envexpand",
+    "expand_env_int": "envexpand",
+    "AUTO_HOST_VALUES": "envexpand",
+    "ConfigError": "errors",
+    "EnvVarExpansionError": "errors",
+    "PortCollisionError": "errors",
+    "PluginError": "errors",
+    "SerializationError": "errors",
+}
+
+__all__ = sorted([*_LAZY, "CONNECTOR_API_VERSION", "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'omni_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .base import OmniConnectorBase, validate_key
+    from .capabilities import Capabilities, Delivery
+    from .config_loader import load_omni_transfer_config
+    from .envexpand import AUTO_HOST_VALUES, expand_env_int, expand_env_value
+    from .errors import ConfigError, EnvVarExpansionError, PluginError, PortCollisionError, SerializationError
+    from .factory import OmniConnectorFactory
+    from .hookspecs import hookimpl
+    from .initialization import (
+        build_stage_connectors,
+        create_connectors_from_config,
+        get_connectors_config_for_stage,
+        get_stage_connector_config,
+        initialize_connectors_from_config,
+        initialize_orchestrator_connectors,
+        resolve_connector_spec,
+        resolve_omni_kv_config_for_stage,
+    )
+    from .kv_pipe import ConnectorKVPipe, KVPipeBase
+    from .memory_pool import BufferAllocator, ManagedBuffer
+    from .ports import (
+        KV_RANK_PORT_STRIDE,
+        KV_REPLICA_PORT_STRIDE,
+        KV_TRANSFER_PORT_OFFSET,
+        ORCHESTRATOR_PORT_OFFSET,
+        REQUEST_FORWARDING_PORT_OFFSET,
+        compute_connector_zmq_port,
+    )
+    from .registration import CliCommand, ConfigKey, ConnectorRegistration, PolicyRegistration, import_target
+    from .serialization import OmniSerializer, deserialize_obj, serialize_obj
+    from .spec import ConnectorSpec, OmniTransferConfig

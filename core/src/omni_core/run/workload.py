@@ -1,0 +1,87 @@
+"""The ``workload`` section of a pipeline config and the payloads it makes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+DTYPES = ("float16", "bfloat16", "float32", "uint8")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How many requests to drive and what each stage emits per request.
+
+    requests: number of requests.
+    tensor_bytes: bytes of the hidden-state tensor each stage emits (0 = none).
+    dtype: its dtype.
+    kv_cache_bytes: bytes of a KV-cache-like tensor each stage also sends through a KV pipe (0 = none).
+    in_flight: requests in the graph at once.
+    timeout_s: seconds a stage waits for a payload before reporting it lost.
+    """
+
+    requests: int = 8
+    tensor_bytes: int = 1 << 20
+    dtype: str = "float16"
+    kv_cache_bytes: int = 0
+    in_flight: int = 4
+    timeout_s: float = 60.0
+
+    @classmethod
+    def from_config(cls, raw: Any) -> Workload:
+        """Parse ``workload:``; errors name the key at fault."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"workload must be a mapping, got {type(raw).__name__}")
+        fields = {f: getattr(cls, f) for f in cls.__dataclass_fields__}
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            raise ConfigError(f"workload: unknown key(s) {unknown}; valid keys: {', '.join(fields)}")
+        values = {**fields, **raw}
+        for key in ("requests", "tensor_bytes", "kv_cache_bytes", "in_flight"):
+            value = values[key]
+            minimum = 1 if key in ("requests", "in_flight") else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"workload.{key} must be an integer >= {minimum}, got {value!r}")
+        if values["dtype"] not in DTYPES:
+            raise ConfigError(f"workload.dtype must be one of {DTYPES}, got {values['dtype']!r}")
+        if not isinstance(values["timeout_s"], (int, float)) or values["timeout_s"] <= 0:
+            raise ConfigError(f"workload.timeout_s must be a positive number, got {values['timeout_s']!r}")
+        return cls(**values)
+
+
+def _seed(request_id: str, stage_id: int, label: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{request_id}/{stage_id}/{label}".encode(), digest_size=8).digest(), "little")
+
+
+def _tensor(nbytes: int, dtype_name: str, seed: int) -> Any:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    count = max(1, nbytes // torch.empty((), dtype=dtype).element_size())
+    values = torch.randint(0, 256, (count,), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return values.to(dtype)
+
+
+def stage_output(request_id: str, stage_id: int, workload: Workload) -> dict[str, Any]:
+    """The payload ``stage_id`` emits for ``request_id`` (deterministic)."""
+    out: dict[str, Any] = {
+        "request_id": request_id,
+        "stage": stage_id,
+        "tokens": [(_seed(request_id, stage_id, "t") + i) % 50000 for i in range(16)],
+        "sampling_params": {"temperature": 0.7, "max_tokens": 64},
+    }
+    if workload.tensor_bytes:
+        out["hidden"] = _tensor(workload.tensor_bytes, workload.dtype, _seed(request_id, stage_id, "h"))
+    return out
+
+
+def kv_cache(request_id: str, stage_id: int, workload: Workload) -> Any:
+    """A KV-cache-like tensor ``[2, layers, tokens, heads*dim]`` for the KV pipe."""
+    tensor = _tensor(workload.kv_cache_bytes, workload.dtype, _seed(request_id, stage_id, "kv"))
+    return tensor[: (tensor.numel() // 8) * 8].reshape(2, 4, -1)

@@ -1,0 +1,276 @@
+"""Conformance kit for connector authors.
+
+Subclass :class:`ConnectorConformanceTests` in a pytest module and provide a
+``connector_spec`` fixture::
+
+    from omni_core import ConnectorSpec
+    from omni_core.testing import ConnectorConformanceTests
+
+    class TestMyConnector(ConnectorConformanceTests):
+        @pytest.fixture
+        def connector_spec(self):
+            return ConnectorSpec("MyConnector", {"host": "127.0.0.1"})
+
+Connectors are created through ``OmniConnectorFactory`` (so the plugin must
+be installed and discoverable).  Connectors with separate producer and
+consumer roles override ``producer_spec``/``consumer_spec``.  Tests that do not
+apply to a connector's declared capabilities are skipped with the reason.
+Kit tests must not be overridden silently: an override must be decorated with
+:func:`kit_override` giving the reason (checked by ``test_no_silent_overrides``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from omni_core.base import OmniConnectorBase
+from omni_core.capabilities import Delivery
+from omni_core.errors import ConfigError
+from omni_core.factory import OmniConnectorFactory
+from omni_core.spec import ConnectorSpec
+from omni_core.testing.payloads import PAYLOAD_KINDS, TENSOR_KINDS, assert_payload_equal, checksum, make_payload
+from omni_core.testing.processes import ChildConnector
+
+__all__ = [
+    "ChildConnector",
+    "ConnectorConformanceTests",
+    "PAYLOAD_KINDS",
+    "assert_payload_equal",
+    "checksum",
+    "kit_override",
+    "make_payload",
+]
+
+EDGE = ("0", "1")
+
+
+def kit_override(reason: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a deliberate override of a kit test; ``reason`` says why."""
+
+    def mark(func: Callable[..., Any]) -> Callable[..., Any]:
+        func._omni_kit_override = reason  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+def _require(condition: bool, reason: str) -> None:
+    if not condition:
+        pytest.skip(reason)
+
+
+def _needs_torch(kind: str) -> None:
+    if kind in TENSOR_KINDS or kind in ("ndarray", "tensor_in_dict"):
+        module = "numpy" if kind == "ndarray" else "torch"
+        pytest.importorskip(module, reason=f"{module} is not installed: {kind} payloads cannot be built")
+
+
+class ConnectorConformanceTests:
+    """Behaviour every connector must show.  Override the fixtures, not the tests."""
+
+    #: Seconds a get may wait for a payload put by another process.
+    get_timeout: float = 10.0
+
+    # -- fixtures to override ---------------------------------------------------
+    @pytest.fixture
+    def connector_spec(self) -> ConnectorSpec:
+        raise NotImplementedError("subclasses provide a connector_spec fixture")
+
+    @pytest.fixture
+    def producer_spec(self, connector_spec: ConnectorSpec) -> ConnectorSpec:
+        return connector_spec
+
+    @pytest.fixture
+    def consumer_spec(self, connector_spec: ConnectorSpec) -> ConnectorSpec:
+        return connector_spec
+
+    @pytest.fixture
+    def producer(self, producer_spec: ConnectorSpec, consumer_spec: ConnectorSpec) -> Iterator[OmniConnectorBase]:
+        connector = OmniConnectorFactory.create_connector(producer_spec)
+        yield connector
+        connector.close()
+
+    @pytest.fixture
+    def consumer(
+        self, producer: OmniConnectorBase, producer_spec: ConnectorSpec, consumer_spec: ConnectorSpec
+    ) -> Iterator[OmniConnectorBase]:
+        if consumer_spec == producer_spec:
+            yield producer
+            return
+        connector = OmniConnectorFactory.create_connector(consumer_spec)
+        yield connector
+        connector.close()
+
+    def unwrap(self, obj: Any) -> Any:
+        """Turn what ``get`` returned into the payload (override for raw buffer handles)."""
+        return obj
+
+    # -- helpers -----------------------------------------------------------------
+    @staticmethod
+    def new_key(label: str = "k") -> str:
+        return f"{label}-{uuid.uuid4().hex[:12]}"
+
+    def fetch(self, consumer: OmniConnectorBase, key: str, metadata: dict[str, Any] | None) -> tuple[Any, int] | None:
+        result = consumer.get_with_deadline(*EDGE, key, metadata, deadline=time.monotonic() + self.get_timeout)
+        return None if result is None else (self.unwrap(result[0]), result[1])
+
+    def roundtrip(self, producer: OmniConnectorBase, consumer: OmniConnectorBase, payload: Any) -> tuple[Any, int, int]:
+        key = self.new_key()
+        ok, size, metadata = producer.put(*EDGE, key, payload)
+        assert ok, f"put of {type(payload).__name__} failed"
+        result = self.fetch(consumer, key, metadata)
+        assert result is not None, f"get of {key!r} returned None"
+        return result[0], result[1], size
+
+    # -- the tests -----------------------------------------------------------------
+    @pytest.mark.parametrize("kind", PAYLOAD_KINDS)
+    def test_roundtrip(self, producer: OmniConnectorBase, consumer: OmniConnectorBase, kind: str) -> None:
+        _needs_torch(kind)
+        payload = make_payload(kind)
+        received, got_size, put_size = self.roundtrip(producer, consumer, payload)
+        assert_payload_equal(payload, received)
+        assert put_size > 0 and got_size == put_size
+
+    def test_missing_key_returns_none(self, consumer: OmniConnectorBase) -> None:
+        assert consumer.get(*EDGE, self.new_key("missing")) is None
+
+    def test_delivery_semantics(self, producer: OmniConnectorBase, consumer: OmniConnectorBase) -> None:
+        key = self.new_key()
+        ok, _, metadata = producer.put(*EDGE, key, {"x": 1})
+        assert ok
+        assert self.fetch(consumer, key, metadata) is not None
+        second = consumer.get(*EDGE, key, metadata)
+        if consumer.capabilities.delivery is Delivery.PERSISTENT:
+            assert second is not None and self.unwrap(second[0]) == {"x": 1}
+        else:
+            assert second is None, "a consume-once or broadcast reader must not read the same key twice"
+
+    def test_cleanup_removes_unconsumed(self, producer: OmniConnectorBase, consumer: OmniConnectorBase) -> None:
+        key = self.new_key()
+        ok, _, metadata = producer.put(*EDGE, key, b"to be cleaned")
+        assert ok
+        producer.cleanup(key)
+        assert consumer.get(*EDGE, key, metadata) is None
+
+    def test_cleanup_unknown_key_is_noop(self, producer: OmniConnectorBase) -> None:
+        producer.cleanup(self.new_key("never-put"))
+        assert producer.health()["status"] == "healthy"
+
+    def test_health_shape(self, producer: OmniConnectorBase) -> None:
+        ok, _, _ = producer.put(*EDGE, self.new_key(), {"a": 1})
+        assert ok
+        health = producer.health()
+        assert health["status"] == "healthy"
+        for name in ("puts", "gets", "errors"):
+            assert isinstance(health.get(name), int) and health[name] >= 0, f"health()[{name!r}] must be an int"
+        assert health["puts"] >= 1
+
+    def test_close_is_idempotent(self, producer_spec: ConnectorSpec) -> None:
+        connector = OmniConnectorFactory.create_connector(producer_spec)
+        connector.close()
+        connector.close()
+        assert connector.closed
+        assert connector.health()["status"] == "unhealthy"
+
+    def test_context_manager_closes(self, producer_spec: ConnectorSpec) -> None:
+        with OmniConnectorFactory.create_connector(producer_spec) as connector:
+            assert connector.health()["status"] == "healthy"
+        assert connector.closed
+
+    @pytest.mark.parametrize("bad", ["", "a/b", "nul\x00key", "k" * 1000])
+    def test_bad_keys_rejected(self, producer: OmniConnectorBase, bad: str) -> None:
+        with pytest.raises(ValueError, match="key"):
+            producer.put(*EDGE, bad, b"x")
+
+    def test_unknown_config_key_rejected(self, producer_spec: ConnectorSpec) -> None:
+        reg = OmniConnectorFactory.registration(producer_spec.name)
+        _require(reg is not None and reg.config_keys is not None, "connector declares no config keys to check")
+        bad = ConnectorSpec(producer_spec.name, {**producer_spec.extra, "no_such_key_xyz": 1})
+        with pytest.raises(ConfigError, match="no_such_key_xyz"):
+            OmniConnectorFactory.create_connector(bad)
+
+    def test_capabilities_match_registration(self, producer: OmniConnectorBase, producer_spec: ConnectorSpec) -> None:
+        reg = OmniConnectorFactory.registration(producer_spec.name)
+        _require(reg is not None, "connector was registered in-process, not through a plugin")
+        assert reg is not None
+        declared = type(producer).capabilities
+        assert declared.raw_data == reg.capabilities.raw_data == producer.supports_raw_data
+        assert declared.needs_endpoint == reg.capabilities.needs_endpoint
+        assert declared.cross_host == reg.capabilities.cross_host
+
+    def test_get_with_deadline_times_out(self, consumer: OmniConnectorBase) -> None:
+        start = time.monotonic()
+        assert consumer.get_with_deadline(*EDGE, self.new_key("late"), None, deadline=start + 0.2) is None
+
+    def test_concurrent_threads(self, producer: OmniConnectorBase, consumer: OmniConnectorBase) -> None:
+        errors: list[BaseException] = []
+
+        def worker(index: int) -> None:
+            try:
+                for round_ in range(5):
+                    payload = {"worker": index, "round": round_, "blob": bytes([index]) * (1000 + round_)}
+                    received, _, _ = self.roundtrip(producer, consumer, payload)
+                    assert received == payload
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors[0]
+
+    @pytest.mark.parametrize("kind", ["request_dict", "tensor_in_dict", "tensor_1mib"])
+    def test_put_in_child_get_in_parent(self, producer_spec: ConnectorSpec, consumer: OmniConnectorBase, kind: str) -> None:
+        _needs_torch(kind)
+        with ChildConnector(producer_spec) as child:
+            keys = [self.new_key(f"child{i}") for i in range(3)]
+            puts = [child.call({"op": "put", "from": EDGE[0], "to": EDGE[1], "key": k, "kind": kind}) for k in keys]
+            for key, answer in zip(keys, puts):
+                assert answer["ok"], answer
+                result = self.fetch(consumer, key, answer["metadata"])
+                assert result is not None, f"{key} put by a child process was not found"
+                assert checksum(result[0]) == checksum(make_payload(kind))
+
+    @pytest.mark.parametrize("readers", [2])
+    def test_put_in_parent_get_in_children(
+        self, producer: OmniConnectorBase, consumer_spec: ConnectorSpec, readers: int
+    ) -> None:
+        payload = make_payload("request_dict")
+        keys = [self.new_key(f"parent{i}") for i in range(4)]
+        metas = {}
+        for key in keys:
+            ok, _, metadata = producer.put(*EDGE, key, payload)
+            assert ok
+            metas[key] = metadata
+        children = [ChildConnector(consumer_spec) for _ in range(readers)]
+        try:
+            found = []
+            for index, key in enumerate(keys):
+                child = children[index % readers]
+                answer = child.call({"op": "get", "from": EDGE[0], "to": EDGE[1], "key": key,
+                                     "metadata": metas[key], "timeout": self.get_timeout})
+                assert answer["found"], f"{key} not found by child {index % readers}"
+                found.append(answer["checksum"])
+            assert found == [checksum(payload)] * len(keys)
+        finally:
+            for child in children:
+                child.close()
+
+    def test_no_silent_overrides(self) -> None:
+        """Kit tests may only be overridden with @kit_override(reason=...)."""
+        silent = []
+        for name, kit_attr in vars(ConnectorConformanceTests).items():
+            if not name.startswith("test_"):
+                continue
+            actual = getattr(type(self), name)
+            if actual is not kit_attr and not getattr(actual, "_omni_kit_override", None):
+                silent.append(name)
+        assert not silent, f"kit tests overridden without @kit_override(reason=...): {silent}"

@@ -1,0 +1,100 @@
+"""Test matrix, lint, demo and benchmarks.
+
+`nox -s tests` runs every distribution's suite, each in its own virtualenv that
+holds only that distribution's dependencies (plus the test tools), so a missing
+dependency declaration fails here.  torch is always installed first and pinned:
+any other spelling pulls a multi-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.error_on_missing_interpreters = True
+
+TORCH = "torch==2.13.0"
+TEST_TOOLS = ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2"]
+CORE = "./core"
+PLUGIN_DIR = {
+    "shm": "./plugins/omni-shm",
+    "mooncake": "./plugins/omni-mooncake",
+    "yuanrong": "./plugins/omni-yuanrong",
+    "coordinator": "./plugins/omni-coordinator",
+}
+DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
+#: Debian packages each distribution's backend needs, by shared library.
+SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
+PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "cross"]
+
+
+def _ensure_system_libs(session: nox.Session, package: str) -> None:
+    needed = SYSTEM_LIBS.get(package, {})
+    cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout if needed else ""
+    missing = sorted({deb for lib, deb in needed.items() if lib not in cache})
+    if not missing:
+        return
+    command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        session.error(f"{package} needs Debian packages {missing}; run as root: apt-get update && {' '.join(command)}")
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run(*command, external=True)
+
+
+def _install(session: nox.Session, package: str) -> list[str]:
+    """Install one distribution (and torch first); return the test paths."""
+    session.install(TORCH)
+    session.install(*TEST_TOOLS)
+    if package == "core":
+        session.install("numpy", CORE)
+        return ["core/tests"]
+    if package == "cross":
+        session.install(CORE, *PLUGIN_DIR.values(), *DUMMY_PLUGINS)
+        return ["tests"]
+    _ensure_system_libs(session, package)
+    target = PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else "")
+    session.install(CORE, target)
+    return [PLUGIN_DIR[package].removeprefix("./") + "/tests"]
+
+
+@nox.session(python="3.11")
+@nox.parametrize("package", PACKAGES, ids=PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """Run one distribution's tests in a venv holding only its dependencies."""
+    paths = _install(session, package)
+    session.run("python", "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider", *session.posargs,
+                env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff on everything, mypy on core."""
+    session.install("ruff>=0.6", "mypy>=1.10", "types-PyYAML", CORE)
+    session.run("ruff", "check", ".")
+    session.run("mypy", "core/src/omni_core")
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """The main job: a thinker -> talker -> vocoder pipeline over shared memory (no servers)."""
+    session.install(TORCH)
+    session.install(CORE, PLUGIN_DIR["shm"])
+    session.run("omni", "run", "examples/thinker_talker_vocoder.yaml", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not tests): `nox -s bench -- shm` etc.; writes JSON, a table and a PNG under bench-results/."""
+    selected = session.posargs or ["shm"]
+    session.install(TORCH)
+    for package in selected:
+        bench_dir = f"{PLUGIN_DIR[package]}/benchmarks"
+        _ensure_system_libs(session, package)
+        session.install("-r", f"{bench_dir}/requirements.txt")
+        session.install(CORE, PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else ""))
+        script = f"{bench_dir}/bench_{package}.py"
+        session.run("python", script, "--out", f"bench-results/{package}")

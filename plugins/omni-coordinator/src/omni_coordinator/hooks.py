@@ -1,0 +1,21 @@
+"""Entry-point hooks of omni-coordinator (imports nothing heavy)."""
+
+from __future__ import annotations
+
+from omni_core import CliCommand, PolicyRegistration, hookimpl
+
+
+@hookimpl
+def omni_register_load_balancers() -> list[PolicyRegistration]:
+    return [
+        PolicyRegistration("random", "omni_coordinator.load_balancer:RandomBalancer", "uniformly random replica"),
+        PolicyRegistration("round-robin", "omni_coordinator.load_balancer:RoundRobinBalancer", "replicas in turn"),
+        PolicyRegistration(
+            "least-queue-length", "omni_coordinator.load_balancer:LeastQueueLengthBalancer", "shortest queue first"
+        ),
+    ]
+
+
+@hookimpl
+def omni_register_cli_commands() -> list[CliCommand]:
+    return [CliCommand("coordinator", "run an OmniCoordinator (omni coordinator serve)", "omni_coordinator.cli:main")]

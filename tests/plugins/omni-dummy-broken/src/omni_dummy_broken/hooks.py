@@ -1,0 +1,3 @@
+"""Raises on import, as a plugin with a bad release would."""
+
+raise RuntimeError("omni-dummy-broken is broken on purpose")
