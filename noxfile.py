@@ -66,8 +66,17 @@ def _install(session: nox.Session, package: str) -> list[str]:
 def tests(session: nox.Session, package: str) -> None:
     """Run one distribution's tests in a venv holding only its dependencies."""
     paths = _install(session, package)
-    session.run("python", "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider", *session.posargs,
-                env={"PYTHONDONTWRITEBYTECODE": "1"})
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        *paths,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
 
 
 @nox.session(python="3.11")

@@ -36,8 +36,13 @@ def test_broken_plugin_is_reported_and_the_rest_still_work() -> None:
 
 
 def _omni(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "omni_core.cli.main", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "omni_core.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 def test_omni_plugins_lists_broken_plugin_and_exits_1() -> None:

@@ -23,8 +23,9 @@ class InProcessDictConnector(OmniConnectorBase):
         self.store[validate_key(put_key)] = blob
         return True, len(blob), None
 
-    def get(self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
-            ) -> tuple[Any, int] | None:
+    def get(
+        self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
+    ) -> tuple[Any, int] | None:
         blob = self.store.pop(get_key, None)
         return None if blob is None else (self.deserialize_obj(blob), len(blob))
 
@@ -74,9 +75,15 @@ class Plugin:
         return self.registrations
 
 
-DICT = registration("DictConnector", "support:InProcessDictConnector",
-                    config_keys=(ConfigKey("label", str, "", "a label"),))
-ENDPOINT = registration("EndpointConnector", "support:InProcessEndpointConnector",
-                        capabilities=InProcessEndpointConnector.capabilities, config_keys=ENDPOINT_KEYS)
-FAILING = registration("FailingConnector", "support:FailingConnector",
-                       config_keys=(ConfigKey("raise", str, "key", "exception to raise"),))
+DICT = registration(
+    "DictConnector", "support:InProcessDictConnector", config_keys=(ConfigKey("label", str, "", "a label"),)
+)
+ENDPOINT = registration(
+    "EndpointConnector",
+    "support:InProcessEndpointConnector",
+    capabilities=InProcessEndpointConnector.capabilities,
+    config_keys=ENDPOINT_KEYS,
+)
+FAILING = registration(
+    "FailingConnector", "support:FailingConnector", config_keys=(ConfigKey("raise", str, "key", "exception to raise"),)
+)

@@ -50,7 +50,8 @@ def test_get_with_deadline_waits_for_a_late_put() -> None:
     assert connector.get_with_deadline("0", "1", "late", deadline=time.monotonic() + 0.05) is None
     connector.put("0", "1", "late", {"v": 1})
     assert connector.get_with_deadline("0", "1", "late", deadline=time.monotonic() + 1) == (
-        {"v": 1}, len(connector.serialize_obj({"v": 1}))
+        {"v": 1},
+        len(connector.serialize_obj({"v": 1})),
     )
 
 

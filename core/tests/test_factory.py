@@ -27,7 +27,9 @@ def test_unknown_extra_key_lists_valid_keys(plugin_registry) -> None:
 
 
 def test_missing_module_stays_module_not_found_and_names_the_extra(plugin_registry) -> None:
-    reg = registration("GhostConnector", "omni_ghost_backend.connector:Ghost", install_hint="pip install 'omni-ghost[cpu]'")
+    reg = registration(
+        "GhostConnector", "omni_ghost_backend.connector:Ghost", install_hint="pip install 'omni-ghost[cpu]'"
+    )
     plugin_registry.register_plugin(Plugin(reg), name="ghost")
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'omni-ghost\[cpu\]'") as info:
         OmniConnectorFactory.create_connector(ConnectorSpec("GhostConnector"))
@@ -43,8 +45,12 @@ def test_constructor_errors_keep_their_type(plugin_registry, kind: str, exc_type
 
 
 def test_constructor_import_error_names_the_fix(plugin_registry) -> None:
-    reg = registration("FailingConnector", "support:FailingConnector", install_hint="pip install omni-failing",
-                       config_keys=FAILING.config_keys)
+    reg = registration(
+        "FailingConnector",
+        "support:FailingConnector",
+        install_hint="pip install omni-failing",
+        config_keys=FAILING.config_keys,
+    )
     plugin_registry.register_plugin(Plugin(reg), name="failing")
     with pytest.raises(ImportError, match="pip install omni-failing"):
         OmniConnectorFactory.create_connector(ConnectorSpec("FailingConnector", {"raise": "import"}))
@@ -77,5 +83,7 @@ def test_env_values_are_expanded_strictly_for_numbers(plugin_registry, monkeypat
 
     plugin_registry.register_plugin(Plugin(ENDPOINT), name="ep")
     monkeypatch.setenv("OMNI_TEST_PORT", "6000")
-    connector = OmniConnectorFactory.create_connector(ConnectorSpec("EndpointConnector", {"zmq_port": "${OMNI_TEST_PORT}"}))
+    connector = OmniConnectorFactory.create_connector(
+        ConnectorSpec("EndpointConnector", {"zmq_port": "${OMNI_TEST_PORT}"})
+    )
     assert connector.config["zmq_port"] == "6000" or connector.config["zmq_port"] == 6000

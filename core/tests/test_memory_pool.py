@@ -82,7 +82,7 @@ def test_thread_safety_random_alloc_free():
                         pass
             for offset, size in live:
                 allocator.free(offset, size)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(6)]

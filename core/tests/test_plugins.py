@@ -89,8 +89,12 @@ def test_selecting_an_unknown_name_reports_broken_plugins_with_their_cause(plugi
 
 def test_same_name_from_two_plugins_is_an_error_naming_both(plugin_registry: PluginRegistry) -> None:
     plugin_registry.register_plugin(Plugin(DICT), name="first", distribution="omni-first", version="1.0")
-    plugin_registry.register_plugin(Plugin(registration("DictConnector", "support:InProcessDictConnector")),
-                                    name="second", distribution="omni-second", version="2.0")
+    plugin_registry.register_plugin(
+        Plugin(registration("DictConnector", "support:InProcessDictConnector")),
+        name="second",
+        distribution="omni-second",
+        version="2.0",
+    )
     with pytest.raises(PluginError, match="omni-first.*omni-second"):
         OmniConnectorFactory.registration("DictConnector")
     assert "DictConnector" in plugin_registry.conflicts()
@@ -98,8 +102,9 @@ def test_same_name_from_two_plugins_is_an_error_naming_both(plugin_registry: Plu
 
 def test_alias_conflict_is_detected(plugin_registry: PluginRegistry) -> None:
     plugin_registry.register_plugin(Plugin(DICT), name="first")
-    plugin_registry.register_plugin(Plugin(registration("Other", "support:InProcessDictConnector",
-                                                        aliases=("DictConnector",))), name="second")
+    plugin_registry.register_plugin(
+        Plugin(registration("Other", "support:InProcessDictConnector", aliases=("DictConnector",))), name="second"
+    )
     with pytest.raises(PluginError, match="more than one plugin"):
         OmniConnectorFactory.registration("DictConnector")
 

@@ -31,8 +31,11 @@ def test_formula_matches_upstream_examples(kwargs: dict, port: int) -> None:
 
 
 def test_rank_6_stage_4_collision_names_both_uses() -> None:
-    with pytest.raises(PortCollisionError, match=r"request_forwarding \(from_stage 4, local_rank 6.*collides with "
-                                                 r"kv_transfer \(from_stage 0, local_rank 0"):
+    with pytest.raises(
+        PortCollisionError,
+        match=r"request_forwarding \(from_stage 4, local_rank 6.*collides with "
+        r"kv_transfer \(from_stage 0, local_rank 0",
+    ):
         compute_connector_zmq_port(50051, purpose="request_forwarding", from_stage=4, local_rank=6)
 
 
@@ -48,8 +51,9 @@ def test_every_valid_use_maps_to_a_distinct_port() -> None:
             for rank in range(16):
                 for stage in range(16):
                     try:
-                        port = compute_connector_zmq_port(10000, purpose=purpose, from_stage=stage,
-                                                          local_rank=rank, replica_id=replica)
+                        port = compute_connector_zmq_port(
+                            10000, purpose=purpose, from_stage=stage, local_rank=rank, replica_id=replica
+                        )
                     except PortCollisionError:
                         continue
                     use = (purpose, replica, rank, stage)

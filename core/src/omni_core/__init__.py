@@ -41,6 +41,10 @@ _LAZY: dict[str, str] = {
     "REQUEST_FORWARDING_PORT_OFFSET": "ports",
     "ORCHESTRATOR_PORT_OFFSET": "ports",
     "OmniSerializer": "serialization",
+    "OmniSerde": "serialization",
+    "SerializedPayload": "serialization",
+    "DecodeLimits": "serialization",
+    "checksum": "digest",
     "serialize_obj": "serialization",
     "deserialize_obj": "serialization",
     "BufferAllocator": "memory_pool",
@@ -102,5 +106,6 @@ if TYPE_CHECKING:
         compute_connector_zmq_port,
     )
     from .registration import CliCommand, ConfigKey, ConnectorRegistration, PolicyRegistration, import_target
-    from .serialization import OmniSerializer, deserialize_obj, serialize_obj
+    from .digest import checksum
+    from .serialization import DecodeLimits, OmniSerde, OmniSerializer, SerializedPayload, deserialize_obj, serialize_obj
     from .spec import ConnectorSpec, OmniTransferConfig

@@ -39,6 +39,7 @@ class OmniConnectorBase(ABC):
 
     supports_raw_data: ClassVar[bool] = False
     capabilities: ClassVar[Capabilities] = Capabilities()
+    _omni_closed: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -95,7 +96,7 @@ class OmniConnectorBase(ABC):
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.01)
 
-    def abandon_get(self, get_key: str) -> None:
+    def abandon_get(self, get_key: str) -> None:  # noqa: B027 - optional hook, no-op by default
         """Forget a pending discovery for ``get_key`` (never cancels an active read)."""
 
     def reap_consumed(self) -> int:
@@ -105,7 +106,7 @@ class OmniConnectorBase(ABC):
     @property
     def closed(self) -> bool:
         """True once ``close()`` has run."""
-        return bool(getattr(self, "_omni_closed", False))
+        return self._omni_closed
 
     # -- helpers ------------------------------------------------------------
     @staticmethod
@@ -136,7 +137,7 @@ class OmniConnectorBase(ABC):
 def _idempotent_close(close: Any) -> Any:
     @functools.wraps(close)
     def wrapper(self: OmniConnectorBase) -> None:
-        if getattr(self, "_omni_closed", False):
+        if self._omni_closed:
             return
         try:
             close(self)

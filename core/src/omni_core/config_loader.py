@@ -317,7 +317,7 @@ def _parse_entry(entry: Any, where: str, problems: _Problems) -> ConnectorSpec |
     if extra is not None and not isinstance(extra, Mapping):
         problems.add(f"{where}: 'extra' must be a mapping, got {_show(extra)}")
         ok = False
-    return ConnectorSpec(name, dict(extra or {})) if ok else None
+    return ConnectorSpec(name, dict(extra or {})) if ok and isinstance(name, str) else None
 
 
 def _validate(spec: ConnectorSpec, where: str, problems: _Problems) -> ConnectorSpec | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from .base import OmniConnectorBase
 from .capabilities import Capabilities
@@ -84,9 +84,9 @@ class OmniConnectorFactory:
         if reg is None:
             return cls._registry[spec.name](dict(spec.extra))
         extra = reg.validate_extra(spec.extra, f"connector {spec.name!r}")
-        connector_cls = load_target(reg)
+        constructor = cast(Constructor, load_target(reg))
         try:
-            return connector_cls(extra)
+            return constructor(extra)
         except ImportError as exc:
             raise _install_hint_error(reg, exc) from exc
         except Exception as exc:

@@ -126,7 +126,9 @@ def resolve_connector_spec(
     return ConnectorSpec(spec.name, extra)
 
 
-def _role_for(caller_stage_id: int | str | None, is_sender: bool | None, edge: tuple[str, str], extra: Mapping[str, Any]) -> str | None:
+def _role_for(
+    caller_stage_id: int | str | None, is_sender: bool | None, edge: tuple[str, str], extra: Mapping[str, Any]
+) -> str | None:
     if is_sender is not None:
         return "sender" if is_sender else "receiver"
     if caller_stage_id is not None and str(caller_stage_id) == edge[1]:
@@ -157,8 +159,9 @@ def create_connectors_from_config(
         for edge, spec in connectors_config.items():
             edge = (str(edge[0]), str(edge[1]))
             try:
-                created[edge] = _create_for_edge(edge, spec, plan, purpose, caller_stage_id, is_sender,
-                                                 orchestrator, local_rank, replica_id)
+                created[edge] = _create_for_edge(
+                    edge, spec, plan, purpose, caller_stage_id, is_sender, orchestrator, local_rank, replica_id
+                )
             except Exception as exc:
                 exc.add_note(f"while creating connector {spec.name!r} for edge {edge[0]}->{edge[1]}")
                 raise
@@ -186,8 +189,10 @@ def _create_for_edge(
     to_stage = _stage_int(edge[1], f"edge {edge[0]}->{edge[1]}: to_stage")
     role = _role_for(caller_stage_id, is_sender, edge, spec.extra)
     if role is None:
-        raise ConfigError(f"edge {edge[0]}->{edge[1]}: connector {spec.name!r} needs a role (sender or receiver); "
-                          "pass caller_stage_id or is_sender, or set extra.role")
+        raise ConfigError(
+            f"edge {edge[0]}->{edge[1]}: connector {spec.name!r} needs a role (sender or receiver); "
+            "pass caller_stage_id or is_sender, or set extra.role"
+        )
     use_purpose = "orchestrator" if orchestrator else purpose
     extra = {**spec.extra, "from_stage": from_stage, "to_stage": to_stage}
     resolved = resolve_connector_spec(
@@ -260,8 +265,9 @@ def get_stage_connector_config(transfer_config: OmniTransferConfig | None, stage
     return get_connectors_config_for_stage(transfer_config, stage_id)
 
 
-def stage_payload_to_specs(stage_id: int | str, connectors_config: Mapping[str, Any], *, incoming_only: bool = True
-                           ) -> dict[tuple[str, str], ConnectorSpec]:
+def stage_payload_to_specs(
+    stage_id: int | str, connectors_config: Mapping[str, Any], *, incoming_only: bool = True
+) -> dict[tuple[str, str], ConnectorSpec]:
     """Turn a ``get_connectors_config_for_stage`` payload back into edge specs."""
     specs: dict[tuple[str, str], ConnectorSpec] = {}
     for key, entry in connectors_config.items():

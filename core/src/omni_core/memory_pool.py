@@ -163,6 +163,7 @@ def _release_dropped(allocator: BufferAllocator, offset: int, size: int) -> None
         f"ManagedBuffer(offset={offset}, size={size}) garbage-collected without release(); "
         "returning its space to the allocator",
         ResourceWarning,
+        stacklevel=2,
     )
     allocator.free(offset, size)
 

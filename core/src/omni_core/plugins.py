@@ -92,7 +92,7 @@ class PluginRegistry:
             record = PluginRecord(ep.name, dist_name, dist_version)
             try:
                 module = ep.load()
-            except BaseException as exc:  # noqa: BLE001 - a broken plugin must never break the host
+            except BaseException as exc:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
                 record.fail(f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}", exc)
@@ -102,9 +102,13 @@ class PluginRegistry:
         for env, names in ((ALLOW_ENV, allow or set()), (DENY_ENV, deny)):
             unknown = sorted(names - matched)
             if unknown:
-                warnings.warn(f"{env} names plugin(s) that match no installed plugin: {', '.join(unknown)}", stacklevel=3)
+                warnings.warn(
+                    f"{env} names plugin(s) that match no installed plugin: {', '.join(unknown)}", stacklevel=3
+                )
 
-    def register_plugin(self, plugin: object, name: str, distribution: str = "(in-process)", version: str = "") -> PluginRecord:
+    def register_plugin(
+        self, plugin: object, name: str, distribution: str = "(in-process)", version: str = ""
+    ) -> PluginRecord:
         """Register a hook-implementing module or object directly (tests, embedding)."""
         with self._lock:
             if name in self.plugins:
@@ -140,7 +144,7 @@ class PluginRegistry:
                 continue
             try:
                 items = list(impl.function() or ())
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 record.fail(f"hook {hook_name} raised {type(exc).__name__}: {exc}", exc)
                 continue
             for item in items:
@@ -174,8 +178,10 @@ class PluginRegistry:
         """The registration providing ``name``; raises PluginError on a cross-plugin conflict."""
         if name in self._conflicts:
             who = " and ".join(r.label for r in self._conflicts[name])
-            raise PluginError(f"connector name {name!r} is provided by more than one plugin: {who}; "
-                              f"uninstall one or disable it with {DENY_ENV}")
+            raise PluginError(
+                f"connector name {name!r} is provided by more than one plugin: {who}; "
+                f"uninstall one or disable it with {DENY_ENV}"
+            )
         return self._connectors.get(name)
 
     def conflicts(self) -> dict[str, list[PluginRecord]]:

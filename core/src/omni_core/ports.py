@@ -42,17 +42,25 @@ def compute_connector_zmq_port(
     """Return the ZMQ port for one use; raise if it would collide with another use."""
     if purpose not in PURPOSE_OFFSETS:
         raise ValueError(f"purpose must be one of {sorted(PURPOSE_OFFSETS)}, got {purpose!r}")
-    for name, value in (("base_port", base_port), ("from_stage", from_stage), ("local_rank", local_rank),
-                        ("replica_id", replica_id)):
+    for name, value in (
+        ("base_port", base_port),
+        ("from_stage", from_stage),
+        ("local_rank", local_rank),
+        ("replica_id", replica_id),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative int, got {value!r}")
     if from_stage >= KV_RANK_PORT_STRIDE:
         raise ValueError(f"from_stage must be < {KV_RANK_PORT_STRIDE}, got {from_stage}")
-    delta = PURPOSE_OFFSETS[purpose] + replica_id * KV_REPLICA_PORT_STRIDE + local_rank * KV_RANK_PORT_STRIDE + from_stage
+    delta = (
+        PURPOSE_OFFSETS[purpose] + replica_id * KV_REPLICA_PORT_STRIDE + local_rank * KV_RANK_PORT_STRIDE + from_stage
+    )
     port = base_port + delta
     if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} for {describe_use(purpose, from_stage, local_rank, replica_id)} "
-                         f"is outside 1..65535 (base {base_port})")
+        raise ValueError(
+            f"port {port} for {describe_use(purpose, from_stage, local_rank, replica_id)} "
+            f"is outside 1..65535 (base {base_port})"
+        )
     canonical = _canonical_use(delta)
     if canonical != (purpose, from_stage, local_rank, replica_id):
         raise PortCollisionError(

@@ -106,7 +106,9 @@ class ConnectorRegistration:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"ConnectorRegistration.name must be a non-empty str, got {self.name!r}")
         if not isinstance(self.target, str) or not _TARGET.match(self.target):
-            raise ValueError(f"connector {self.name!r}: target must look like 'package.module:Class', got {self.target!r}")
+            raise ValueError(
+                f"connector {self.name!r}: target must look like 'package.module:Class', got {self.target!r}"
+            )
         object.__setattr__(self, "aliases", tuple(self.aliases))
         if self.config_keys is not None:
             keys = tuple(self.config_keys)
@@ -134,7 +136,9 @@ class ConnectorRegistration:
         if extra is None:
             return {}
         if not isinstance(extra, Mapping):
-            raise ConfigError(f"{where}: 'extra' of connector {self.name!r} must be a mapping, got {type(extra).__name__}")
+            raise ConfigError(
+                f"{where}: 'extra' of connector {self.name!r} must be a mapping, got {type(extra).__name__}"
+            )
         keys = self.all_keys()
         if keys is None:
             return dict(extra)
@@ -143,9 +147,7 @@ class ConnectorRegistration:
             key = keys.get(name)
             if key is None:
                 valid = ", ".join(sorted(k for k in keys if k not in {c.name for c in CORE_KEYS})) or "(none)"
-                raise ConfigError(
-                    f"{where}: unknown key {name!r} for connector {self.name!r}; valid keys: {valid}"
-                )
+                raise ConfigError(f"{where}: unknown key {name!r} for connector {self.name!r}; valid keys: {valid}")
             out[name] = key.coerce(value, where)
         return out
 
@@ -177,7 +179,9 @@ class CliCommand:
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not _TARGET.match(self.target):
-            raise ValueError(f"command {self.name!r}: target must look like 'package.module:function', got {self.target!r}")
+            raise ValueError(
+                f"command {self.name!r}: target must look like 'package.module:function', got {self.target!r}"
+            )
 
 
 def import_target(target: str) -> Any:

@@ -17,7 +17,10 @@ element is ``ExtType(1, b"")``.  ``ExtType(2, [dtype_name, shape, index])`` is a
 the buffer holding its C-contiguous bytes, and every buffer is referenced exactly once.
 ``ExtType(4, [dtype.str, raw_bytes])`` is a numpy scalar.  Dict keys are str/int/float/bool/None/bytes.
 
-torch and numpy stay optional: they are only touched when a value of theirs is met.
+torch and numpy stay optional: they are only touched when a value of theirs is met.  Decoding checks
+every length, offset, dtype name and shape against the frame and :class:`DecodeLimits`.  Encoding checks
+dict keys and the 64-bit int range, but not ``max_depth``: a payload nested deeper than the reader's
+limit encodes (up to msgpack's 511 levels) and is then refused by the reader.
 """
 
 from __future__ import annotations
@@ -159,9 +162,10 @@ class OmniSerde:
             pos = off + nbytes
         if pos > limits.max_frame_bytes:
             raise ValueError(f"payload too large: frame of {pos} bytes exceeds {limits.max_frame_bytes}")
-        header = _HEADER.pack(MAGIC, len(meta), len(placed), pos)
-        head = b"".join((header, struct.pack(f"<{len(table)}Q", *table), meta))
-        return SerializedPayload(head, placed, pos)
+        head = _HEADER.pack(MAGIC, len(meta), len(placed), pos)
+        if table:
+            head += struct.pack(f"<{len(table)}Q", *table)
+        return SerializedPayload(head + meta, placed, pos)
 
     def serialize(self, obj: Any) -> bytes:
         """Encode ``obj`` into one frame."""
@@ -200,14 +204,7 @@ class OmniSerde:
         pos = meta_start + meta_len
         if pos > frame_len:
             raise SerializationError(f"truncated frame: meta ends at byte {pos}, frame has {frame_len}")
-        flat = struct.unpack_from(f"<{2 * n_buffers}Q", mv, _HEADER.size)
-        table = list(zip(flat[::2], flat[1::2], strict=True))
-        for i, (off, length) in enumerate(table):
-            if off % ALIGN or off < pos or off + length > frame_len:
-                raise SerializationError(
-                    f"buffer {i} [{off}, {length}] out of bounds or misaligned (data from {pos} to {frame_len})"
-                )
-            pos = off + length
+        table = _buffer_table(mv, n_buffers, pos, frame_len) if n_buffers else []
         dec = _Decoder(mv, table, zero_copy, device, limits.max_ndim)
         tree = msgpack.unpackb(
             mv[meta_start : meta_start + meta_len],
@@ -353,6 +350,19 @@ class _Decoder:
         off, nbytes = self._claim(index, shape, dtype.itemsize, dtype_str)
         arr = _numpy().frombuffer(self.mv, dtype=dtype, count=nbytes // dtype.itemsize, offset=off).reshape(shape)
         return arr if self.zero_copy and arr.flags.aligned else arr.copy()
+
+
+def _buffer_table(mv: memoryview, n_buffers: int, pos: int, frame_len: int) -> list[tuple[int, int]]:
+    """Read and check the table: buffers 64-aligned, in order, after the meta ``pos`` and within the frame."""
+    flat = struct.unpack_from(f"<{2 * n_buffers}Q", mv, _HEADER.size)
+    table = list(zip(flat[::2], flat[1::2], strict=True))
+    for i, (off, length) in enumerate(table):
+        if off % ALIGN or off < pos or off + length > frame_len:
+            raise SerializationError(
+                f"buffer {i} [{off}, {length}] out of bounds or misaligned (data from {pos} to {frame_len})"
+            )
+        pos = off + length
+    return table
 
 
 def _fields(data: bytes, n: int) -> list:

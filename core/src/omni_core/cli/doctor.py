@@ -34,7 +34,7 @@ def _probe_import(module: str) -> tuple[bool, str]:
         return False, "import timed out"
     if done.returncode == 0:
         return True, done.stdout.strip() or "ok"
-    last = (done.stderr.strip().splitlines() or ["exit code %d" % done.returncode])[-1]
+    last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
     return False, last
 
 

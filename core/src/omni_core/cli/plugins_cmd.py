@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
         for names, caps, status in connectors:
             problems += status != "loaded"
             rows.append([*base, names, caps, status])
-        extras = [f"policy {p.name}" for p in record.load_balancers] + [f"command {c.name}" for c in record.cli_commands]
+        extras = [f"policy {p.name}" for p in record.load_balancers] + [
+            f"command {c.name}" for c in record.cli_commands
+        ]
         if record.status == "loaded" and (extras or not connectors):
             rows.append([*base, ", ".join(extras) or "-", "-", "loaded"])
     for name, providers in registry.conflicts().items():

@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +33,16 @@ class EdgeStats:
     def row(self, edge: Edge) -> list[str]:
         lat = sorted(self.latencies)
         p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] if lat else 0.0
-        gbps = sum(self.sizes) / sum(lat) / 1e9 if lat and sum(lat) > 0 else 0.0
-        return [f"{edge[0]} -> {edge[1]}", str(len(self.sizes)), _human(sum(self.sizes)),
-                f"{statistics.median(lat) * 1e3:.2f}" if lat else "-", f"{p99 * 1e3:.2f}", f"{gbps:.2f}"]
+        rates = [size / t for size, t in zip(self.sizes, self.latencies, strict=True) if t > 0]
+        gbps = statistics.median(rates) / 1e9 if rates else 0.0
+        return [
+            f"{edge[0]} -> {edge[1]}",
+            str(len(self.sizes)),
+            _human(sum(self.sizes)),
+            f"{statistics.median(lat) * 1e3:.2f}" if lat else "-",
+            f"{p99 * 1e3:.2f}",
+            f"{gbps:.2f}",
+        ]
 
 
 def _human(nbytes: float) -> str:
@@ -51,8 +58,12 @@ class StageProcess:
 
     def __init__(self, config_path: str, stage_id: str) -> None:
         self.stage_id = stage_id
-        self.proc = subprocess.Popen([sys.executable, "-m", "omni_core.run.stage", config_path, stage_id],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "omni_core.run.stage", config_path, stage_id],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         self.fd = self.proc.stdout.fileno()
         self._buffer = b""
@@ -125,8 +136,9 @@ class Run:
             ready, _, _ = select.select([stage.fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready or not stage.pump():
                 code = stage.proc.poll()
-                raise RunFailed(f"stage {stage.stage_id} "
-                                + ("did not answer" if code is None else f"exited with code {code}"))
+                raise RunFailed(
+                    f"stage {stage.stage_id} " + ("did not answer" if code is None else f"exited with code {code}")
+                )
         return stage.lines.pop(0)
 
     def drive(self, progress: bool = True) -> None:
@@ -160,7 +172,7 @@ class Run:
 
     def _handle(self, stage: StageProcess, message: dict[str, Any]) -> None:
         op, rid = message.get("op"), message.get("request_id", "")
-        edge: Edge = tuple(message.get("edge") or ("", ""))  # type: ignore[assignment]
+        edge: Edge = tuple(message.get("edge") or ("", ""))
         if op == "sent":
             self.expected[(rid, edge)] = message
             self.stages[edge[1]].send({"op": "fetch", "request_id": rid, "edge": edge, "metadata": message["metadata"]})
@@ -186,14 +198,19 @@ class Run:
         for rid in (f"req-{i:06d}" for i in range(self.workload.requests)):
             for edge in self.edges:
                 if self.deliveries[(rid, edge)] != 1:
-                    raise RunFailed(f"edge {edge[0]}->{edge[1]}: request {rid} delivered "
-                                    f"{self.deliveries[(rid, edge)]} times, expected exactly once")
+                    raise RunFailed(
+                        f"edge {edge[0]}->{edge[1]}: request {rid} delivered "
+                        f"{self.deliveries[(rid, edge)]} times, expected exactly once"
+                    )
 
     def report(self, wall: float) -> str:
-        table = render_table(["edge", "requests", "bytes", "p50 ms", "p99 ms", "GB/s"],
-                             [self.stats[e].row(e) for e in self.edges])
-        return (f"{table}\n\n{self.workload.requests} requests through {len(self.stage_ids)} stages in {wall:.2f} s; "
-                "every payload arrived intact, exactly once.")
+        table = render_table(
+            ["edge", "requests", "bytes", "p50 ms", "p99 ms", "GB/s (median)"], [self.stats[e].row(e) for e in self.edges]
+        )
+        return (
+            f"{table}\n\n{self.workload.requests} requests through {len(self.stage_ids)} stages in {wall:.2f} s; "
+            "every payload arrived intact, exactly once."
+        )
 
     def stop(self) -> None:
         for stage in self.stages.values():

@@ -32,11 +32,14 @@ class StageWorker:
     def __init__(self, config_path: str, stage_id: int) -> None:
         self.stage_id = stage_id
         self.workload = Workload.from_config((load_config_document(config_path) or {}).get("workload"))
+        if self.workload.tensor_bytes or self.workload.kv_cache_bytes:
+            import torch  # noqa: F401 - load before the first request so its latency is not the import
         transfer = load_omni_transfer_config(config_path)
         payload = get_stage_connector_config(transfer, stage_id)
         incoming = stage_payload_to_specs(stage_id, payload)
-        outgoing = {e: s for e, s in stage_payload_to_specs(stage_id, payload, incoming_only=False).items()
-                    if e not in incoming}
+        outgoing = {
+            e: s for e, s in stage_payload_to_specs(stage_id, payload, incoming_only=False).items() if e not in incoming
+        }
         self.inputs = create_connectors_from_config(incoming, caller_stage_id=stage_id)
         try:
             self.outputs = create_connectors_from_config(outgoing, caller_stage_id=stage_id)
@@ -44,8 +47,9 @@ class StageWorker:
             self._close(self.inputs)
             raise
         self.kv_out = {e: ConnectorKVPipe(c, *e, name="kv") for e, c in self.outputs.items()}
-        self.kv_in = {e: ConnectorKVPipe(c, *e, name="kv", recv_timeout=self.workload.timeout_s)
-                      for e, c in self.inputs.items()}
+        self.kv_in = {
+            e: ConnectorKVPipe(c, *e, name="kv", recv_timeout=self.workload.timeout_s) for e, c in self.inputs.items()
+        }
         self.pending: dict[str, set[tuple[str, str]]] = {}
 
     def receive(self, request_id: str, edge: tuple[str, str], metadata: dict[str, Any] | None) -> None:
@@ -58,8 +62,17 @@ class StageWorker:
             return
         obj, size = result
         kv_digest = checksum(self.kv_in[edge].recv_tensor()) if self.workload.kv_cache_bytes else None
-        _say({"op": "received", "request_id": request_id, "edge": edge, "size": size, "done_at": done_at,
-              "checksum": checksum(obj), "kv_checksum": kv_digest})
+        _say(
+            {
+                "op": "received",
+                "request_id": request_id,
+                "edge": edge,
+                "size": size,
+                "done_at": done_at,
+                "checksum": checksum(obj),
+                "kv_checksum": kv_digest,
+            }
+        )
         waiting = self.pending.setdefault(request_id, {e for e in self.inputs})
         waiting.discard(edge)
         if not waiting:
@@ -81,9 +94,18 @@ class StageWorker:
                 continue
             if kv is not None:
                 self.kv_out[edge].send_tensor(kv)
-            _say({"op": "sent", "request_id": request_id, "edge": edge, "size": size, "metadata": metadata,
-                  "checksum": digest, "kv_checksum": checksum(kv) if kv is not None else None,
-                  "started_at": started})
+            _say(
+                {
+                    "op": "sent",
+                    "request_id": request_id,
+                    "edge": edge,
+                    "size": size,
+                    "metadata": metadata,
+                    "checksum": digest,
+                    "kv_checksum": checksum(kv) if kv is not None else None,
+                    "started_at": started,
+                }
+            )
 
     def close(self) -> None:
         self._close(self.inputs)

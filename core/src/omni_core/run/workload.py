@@ -56,7 +56,9 @@ class Workload:
 
 
 def _seed(request_id: str, stage_id: int, label: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{request_id}/{stage_id}/{label}".encode(), digest_size=8).digest(), "little")
+    return int.from_bytes(
+        hashlib.blake2b(f"{request_id}/{stage_id}/{label}".encode(), digest_size=8).digest(), "little"
+    )
 
 
 def _tensor(nbytes: int, dtype_name: str, seed: int) -> Any:

@@ -38,9 +38,9 @@ from omni_core.testing.payloads import PAYLOAD_KINDS, TENSOR_KINDS, assert_paylo
 from omni_core.testing.processes import ChildConnector
 
 __all__ = [
+    "PAYLOAD_KINDS",
     "ChildConnector",
     "ConnectorConformanceTests",
-    "PAYLOAD_KINDS",
     "assert_payload_equal",
     "checksum",
     "kit_override",
@@ -217,7 +217,7 @@ class ConnectorConformanceTests:
                     payload = {"worker": index, "round": round_, "blob": bytes([index]) * (1000 + round_)}
                     received, _, _ = self.roundtrip(producer, consumer, payload)
                     assert received == payload
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
@@ -228,12 +228,14 @@ class ConnectorConformanceTests:
         assert not errors, errors[0]
 
     @pytest.mark.parametrize("kind", ["request_dict", "tensor_in_dict", "tensor_1mib"])
-    def test_put_in_child_get_in_parent(self, producer_spec: ConnectorSpec, consumer: OmniConnectorBase, kind: str) -> None:
+    def test_put_in_child_get_in_parent(
+        self, producer_spec: ConnectorSpec, consumer: OmniConnectorBase, kind: str
+    ) -> None:
         _needs_torch(kind)
         with ChildConnector(producer_spec) as child:
             keys = [self.new_key(f"child{i}") for i in range(3)]
             puts = [child.call({"op": "put", "from": EDGE[0], "to": EDGE[1], "key": k, "kind": kind}) for k in keys]
-            for key, answer in zip(keys, puts):
+            for key, answer in zip(keys, puts, strict=True):
                 assert answer["ok"], answer
                 result = self.fetch(consumer, key, answer["metadata"])
                 assert result is not None, f"{key} put by a child process was not found"
@@ -255,8 +257,16 @@ class ConnectorConformanceTests:
             found = []
             for index, key in enumerate(keys):
                 child = children[index % readers]
-                answer = child.call({"op": "get", "from": EDGE[0], "to": EDGE[1], "key": key,
-                                     "metadata": metas[key], "timeout": self.get_timeout})
+                answer = child.call(
+                    {
+                        "op": "get",
+                        "from": EDGE[0],
+                        "to": EDGE[1],
+                        "key": key,
+                        "metadata": metas[key],
+                        "timeout": self.get_timeout,
+                    }
+                )
                 assert answer["found"], f"{key} not found by child {index % readers}"
                 found.append(answer["checksum"])
             assert found == [checksum(payload)] * len(keys)

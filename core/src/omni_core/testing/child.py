@@ -15,9 +15,9 @@ import sys
 import time
 from typing import Any
 
+from omni_core.digest import checksum
 from omni_core.factory import OmniConnectorFactory
 from omni_core.spec import ConnectorSpec
-from omni_core.digest import checksum
 from omni_core.testing.payloads import make_payload
 
 
@@ -34,13 +34,15 @@ def main(argv: list[str]) -> int:
         for line in sys.stdin:
             command = json.loads(line)
             if command["op"] == "put":
-                ok, size, metadata = connector.put(command["from"], command["to"], command["key"],
-                                                   make_payload(command["kind"]))
+                ok, size, metadata = connector.put(
+                    command["from"], command["to"], command["key"], make_payload(command["kind"])
+                )
                 _answer({"ok": ok, "size": size, "metadata": metadata})
             elif command["op"] == "get":
                 deadline = time.monotonic() + float(command.get("timeout", 10.0))
-                result = connector.get_with_deadline(command["from"], command["to"], command["key"],
-                                                     command.get("metadata"), deadline=deadline)
+                result = connector.get_with_deadline(
+                    command["from"], command["to"], command["key"], command.get("metadata"), deadline=deadline
+                )
                 if result is None:
                     _answer({"found": False})
                 else:

@@ -55,8 +55,17 @@ _PLAIN: dict[str, Callable[[], Any]] = {
 }
 
 TENSOR_KINDS = (
-    "tensor_float32", "tensor_bfloat16", "tensor_float16", "tensor_float8", "tensor_int64", "tensor_bool",
-    "tensor_complex64", "tensor_0d", "tensor_empty", "tensor_noncontiguous", "tensor_1mib",
+    "tensor_float32",
+    "tensor_bfloat16",
+    "tensor_float16",
+    "tensor_float8",
+    "tensor_int64",
+    "tensor_bool",
+    "tensor_complex64",
+    "tensor_0d",
+    "tensor_empty",
+    "tensor_noncontiguous",
+    "tensor_1mib",
 )
 PAYLOAD_KINDS: tuple[str, ...] = (*_PLAIN, *TENSOR_KINDS, "ndarray", "tensor_in_dict")
 

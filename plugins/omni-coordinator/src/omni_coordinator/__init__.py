@@ -1,3 +1,86 @@
-"""omni-coordinator: Stage replica coordinator, clients and load balancers."""
+"""omni-coordinator: stage replica coordinator, stage/hub clients, runtime and load balancers.
+
+Names load on first access, so the plugin's entry point (``omni_coordinator.hooks``)
+imports neither zmq nor any of these modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "ReplicaStatus": "messages",
+    "ReplicaEvent": "messages",
+    "ReplicaInfo": "messages",
+    "ReplicaList": "messages",
+    "OmniCoordinator": "coordinator",
+    "OmniCoordClientForStage": "stage_client",
+    "create_stage_coord_client": "stage_client",
+    "OmniCoordClientForHub": "hub_client",
+    "OmniCoordinatorRuntime": "runtime",
+    "CurveServerKeys": "auth",
+    "CurveClientKeys": "auth",
+    "Task": "load_balancer",
+    "LoadBalancer": "load_balancer",
+    "LoadBalancingPolicy": "load_balancer",
+    "RandomBalancer": "load_balancer",
+    "RoundRobinBalancer": "load_balancer",
+    "LeastQueueLengthBalancer": "load_balancer",
+    "build_load_balancer_factory": "load_balancer",
+}
+
+__all__ = [
+    "CurveClientKeys",
+    "CurveServerKeys",
+    "LeastQueueLengthBalancer",
+    "LoadBalancer",
+    "LoadBalancingPolicy",
+    "OmniCoordClientForHub",
+    "OmniCoordClientForStage",
+    "OmniCoordinator",
+    "OmniCoordinatorRuntime",
+    "RandomBalancer",
+    "ReplicaEvent",
+    "ReplicaInfo",
+    "ReplicaList",
+    "ReplicaStatus",
+    "RoundRobinBalancer",
+    "Task",
+    "__version__",
+    "build_load_balancer_factory",
+    "create_stage_coord_client",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'omni_coordinator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .auth import CurveClientKeys, CurveServerKeys
+    from .coordinator import OmniCoordinator
+    from .hub_client import OmniCoordClientForHub
+    from .load_balancer import (
+        LeastQueueLengthBalancer,
+        LoadBalancer,
+        LoadBalancingPolicy,
+        RandomBalancer,
+        RoundRobinBalancer,
+        Task,
+        build_load_balancer_factory,
+    )
+    from .messages import ReplicaEvent, ReplicaInfo, ReplicaList, ReplicaStatus
+    from .runtime import OmniCoordinatorRuntime
+    from .stage_client import OmniCoordClientForStage, create_stage_coord_client

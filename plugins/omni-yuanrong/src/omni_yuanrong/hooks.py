@@ -20,6 +20,7 @@ def omni_register_connectors() -> list[ConnectorRegistration]:
                 ConfigKey("get_sub_timeout_ms", int, 1000, "how long get waits for a late producer"),
                 ConfigKey("connect_timeout_ms", int, 5000, "client connect timeout"),
                 ConfigKey("req_timeout_ms", int, 5000, "per-request timeout (the library default is 60 s)"),
+                ConfigKey("zero_copy", bool, False, "get returns tensors/arrays as read-only views into worker memory"),
             ),
             install_hint=INSTALL_HINT,
             requires=("yr",),

@@ -39,8 +39,9 @@ class DropboxConnector(OmniConnectorBase):
         self.counters["bytes_transferred"] += len(blob)
         return True, len(blob), {"file": path.name, "size": len(blob)}
 
-    def get(self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
-            ) -> tuple[Any, int] | None:
+    def get(
+        self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
+    ) -> tuple[Any, int] | None:
         claimed = self.root / f".claimed-{uuid.uuid4().hex}"
         try:
             os.rename(self._path(get_key), claimed)

@@ -1,0 +1,246 @@
+"""``YuanrongConnector``: payloads in an openYuanrong datasystem worker, addressed by key."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omni_core import Capabilities, Delivery, OmniConnectorBase, OmniSerializer, expand_env_int, expand_env_value
+
+from .backend import KEY_NOT_FOUND, RPC_UNAVAILABLE, import_datasystem, status_code
+from .keys import store_key
+
+logger = logging.getLogger(__name__)
+
+#: The bindings hold the GIL for a whole call, so a long blocking get is cut into slices this long
+#: to let the process's other threads run in between (a payload arriving mid-slice is returned at once).
+WAIT_SLICE_MS = 50
+#: Requests remembered for ``cleanup(request_id)``; the oldest are forgotten beyond this.
+MAX_TRACKED_REQUESTS = 100_000
+
+
+class DatasystemUnavailableError(ConnectionError):
+    """The datasystem worker did not answer within the configured timeout."""
+
+
+@dataclass(frozen=True)
+class KVSettings:
+    """The connector's settings (the keys of ``ConnectorSpec.extra``, see ``omni_yuanrong.hooks``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 35001
+    get_sub_timeout_ms: int = 1000
+    connect_timeout_ms: int = 5000
+    req_timeout_ms: int = 5000
+    zero_copy: bool = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> KVSettings:
+        """Read, expand (``${VAR}``) and check the settings; unrelated keys are ignored."""
+
+        def number(name: str) -> int:
+            return expand_env_int(config.get(name, getattr(cls, name)), field_name=f"YuanrongConnector {name}")
+
+        settings = cls(
+            host=str(expand_env_value(config.get("host", cls.host))),
+            port=number("port"),
+            get_sub_timeout_ms=max(0, number("get_sub_timeout_ms")),
+            connect_timeout_ms=number("connect_timeout_ms"),
+            req_timeout_ms=number("req_timeout_ms"),
+            zero_copy=bool(config.get("zero_copy", cls.zero_copy)),
+        )
+        if not settings.host:
+            raise ValueError("YuanrongConnector host must not be empty")
+        if not 1 <= settings.port <= 65535:
+            raise ValueError(f"YuanrongConnector port must be in 1..65535, got {settings.port}")
+        for name in ("connect_timeout_ms", "req_timeout_ms"):
+            if getattr(settings, name) <= 0:
+                raise ValueError(f"YuanrongConnector {name} must be > 0, got {getattr(settings, name)}")
+        return settings
+
+
+class YuanrongConnector(OmniConnectorBase):
+    """Datasystem-based distributed connector for OmniConnector.
+
+    Values live in the worker's shared memory under ``{key}:{from}_{to}`` (keys
+    encoded for the worker's alphabet, see ``omni_yuanrong.keys``), written in the
+    evictable mode: under memory pressure the worker may drop old values.  ``put``
+    serializes straight into a worker-allocated buffer (one copy of tensor bytes);
+    ``get`` maps the value read-only, waits up to ``get_sub_timeout_ms`` for a late
+    producer, and copies tensors out (or, with ``zero_copy``, returns read-only
+    views that keep the value's memory alive).  Reads do not consume: a value stays
+    until ``cleanup``.  ``get`` raises :class:`DatasystemUnavailableError` when the
+    worker does not answer; ``put`` reports that as ``(False, 0, None)``.
+    """
+
+    capabilities = Capabilities(delivery=Delivery.PERSISTENT, cross_host=True)
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        self.config = dict(config or {})
+        self.settings = KVSettings.from_config(self.config)
+        self.host, self.port = self.settings.host, self.settings.port
+        self.get_sub_timeout_ms = self.settings.get_sub_timeout_ms
+        api = import_datasystem(names=("KVClient", "WriteMode"))
+        self._write_mode = api.WriteMode.NONE_L2_CACHE_EVICT
+        self._lock = threading.Lock()
+        self._tracked: OrderedDict[str, set[str]] = OrderedDict()
+        self._counters = dict.fromkeys(("puts", "gets", "misses", "errors", "timeouts", "bytes_transferred"), 0)
+        self._last_error = ""
+        client = api.KVClient(
+            self.host,
+            self.port,
+            connect_timeout_ms=self.settings.connect_timeout_ms,
+            req_timeout_ms=self.settings.req_timeout_ms,
+        )
+        try:
+            client.init()
+        except RuntimeError as exc:
+            raise DatasystemUnavailableError(
+                f"cannot connect to the openYuanrong datasystem worker at {self.endpoint} within "
+                f"connect_timeout_ms={self.settings.connect_timeout_ms}: {exc}. Is a worker listening there?"
+            ) from exc
+        self._client: Any = client
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` of the worker."""
+        return f"{self.host}:{self.port}"
+
+    # -- contract -----------------------------------------------------------------
+    def put(self, from_stage: str, to_stage: str, put_key: str, data: Any) -> tuple[bool, int, dict[str, Any] | None]:
+        """Serialize ``data`` into the worker under the edge's key; ``(False, 0, None)`` if the worker refuses."""
+        client = self._open_client()
+        key = store_key(put_key, from_stage, to_stage)
+        payload = OmniSerializer.prepare(data)
+        try:
+            buffers = client.mcreate([key], [payload.nbytes], self._write_mode)
+            payload.write_into(buffers[0].MutableData())
+            client.mset_buffer(buffers)
+        except RuntimeError as exc:
+            logger.warning("%s", self._note_failure("put", key, exc))
+            return False, 0, None
+        self._track(put_key, key)
+        self._count(puts=1, bytes_transferred=payload.nbytes)
+        return True, payload.nbytes, None
+
+    def get(
+        self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
+    ) -> tuple[Any, int] | None:
+        """Return ``(obj, size)``, waiting up to ``get_sub_timeout_ms`` for the value; ``None`` if it never came."""
+        deadline = time.monotonic() + self.get_sub_timeout_ms / 1000
+        return self._get(from_stage, to_stage, get_key, deadline)
+
+    def get_with_deadline(
+        self,
+        from_stage: str,
+        to_stage: str,
+        get_key: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        deadline: float,
+    ) -> tuple[Any, int] | None:
+        """Like ``get`` but wait until ``deadline`` (a ``time.monotonic()`` value), woken by the worker."""
+        return self._get(from_stage, to_stage, get_key, deadline)
+
+    def cleanup(self, request_id: str, from_stage: str | None = None, to_stage: str | None = None) -> None:
+        """Delete the values of ``request_id``: on one edge when both stages are given, else every
+        value this instance put or got under that key.  Deleting a missing value is not an error."""
+        if self.closed:
+            return
+        if from_stage is not None and to_stage is not None:
+            keys = {store_key(request_id, from_stage, to_stage)}
+        else:
+            with self._lock:
+                keys = self._tracked.pop(request_id, set())
+        if not keys:
+            return
+        try:
+            self._client.delete(sorted(keys))
+        except RuntimeError as exc:
+            logger.warning("%s", self._note_failure("cleanup", ",".join(sorted(keys)), exc))
+
+    def health(self) -> dict[str, Any]:
+        """Probe the worker (one round trip) and report the counters."""
+        with self._lock:
+            report: dict[str, Any] = {"host": self.host, "port": self.port, **self._counters}
+            report["last_error"] = self._last_error
+        if self.closed:
+            return {"status": "unhealthy", "reason": "connector is closed", **report}
+        probe = self._client.health_check()
+        if probe.is_ok():
+            return {"status": "healthy", **report}
+        return {"status": "unhealthy", "reason": f"worker {self.endpoint}: {probe.to_string()}", **report}
+
+    def close(self) -> None:
+        """Drop the client (the bindings disconnect when it is freed); stored values stay in the worker."""
+        self._client = None
+
+    # -- internals ------------------------------------------------------------------
+    def _open_client(self) -> Any:
+        client = getattr(self, "_client", None)
+        if client is None:
+            raise RuntimeError("YuanrongConnector is closed")
+        return client
+
+    def _get(self, from_stage: str, to_stage: str, get_key: str, deadline: float) -> tuple[Any, int] | None:
+        client = self._open_client()
+        key = store_key(get_key, from_stage, to_stage)
+        buffer = self._wait_for(client, key, deadline)
+        if buffer is None:
+            self._count(misses=1)
+            return None
+        size = memoryview(buffer).nbytes
+        try:
+            obj = OmniSerializer.deserialize(buffer, zero_copy=self.settings.zero_copy)
+        except ValueError as exc:
+            self._note_failure("decode", key, exc)
+            raise
+        self._track(get_key, key)
+        self._count(gets=1, bytes_transferred=size)
+        return obj, size
+
+    def _wait_for(self, client: Any, key: str, deadline: float) -> Any | None:
+        """The value's read-only buffer, polled in GIL-friendly slices until ``deadline``; None if absent."""
+        while True:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            try:
+                buffers = client.get_buffers([key], min(remaining_ms, WAIT_SLICE_MS))
+            except RuntimeError as exc:
+                if status_code(exc) != KEY_NOT_FOUND:
+                    raise self._backend_error("get", key, exc) from exc
+                buffers = [None]
+            if buffers[0] is not None or time.monotonic() >= deadline:
+                return buffers[0]
+
+    def _backend_error(self, action: str, key: str, exc: RuntimeError) -> Exception:
+        message = self._note_failure(action, key, exc)
+        if status_code(exc) == RPC_UNAVAILABLE:
+            return DatasystemUnavailableError(message)
+        return RuntimeError(message)
+
+    def _note_failure(self, action: str, key: str, exc: Exception) -> str:
+        unavailable = status_code(exc) == RPC_UNAVAILABLE
+        detail = f" (no answer within req_timeout_ms={self.settings.req_timeout_ms})" if unavailable else ""
+        message = f"YuanrongConnector {action} of {key!r} at worker {self.endpoint} failed{detail}: {exc}"
+        self._count(errors=1, timeouts=int(unavailable))
+        with self._lock:
+            self._last_error = message
+        return message
+
+    def _track(self, request_id: str, key: str) -> None:
+        with self._lock:
+            keys = self._tracked.setdefault(request_id, set())
+            keys.add(key)
+            self._tracked.move_to_end(request_id)
+            while len(self._tracked) > MAX_TRACKED_REQUESTS:
+                self._tracked.popitem(last=False)
+
+    def _count(self, **increments: int) -> None:
+        with self._lock:
+            for name, value in increments.items():
+                self._counters[name] += value

@@ -1,0 +1,168 @@
+"""A throwaway datasystem worker on loopback, for tests, benchmarks and local experiments.
+
+It runs the ``datasystem_worker`` binary shipped in the ``openyuanrong-datasystem``
+wheel directly (not through ``dscli``), with its built-in metastore (no etcd), a
+lean thread profile for small machines, every path inside one temporary
+directory (``HOME`` included, so nothing lands in ``~/datasystem``) and
+RocksDB's write-ahead log off.  Stop it with :meth:`LocalDatasystemWorker.stop`
+(SIGTERM, then SIGKILL), which also removes the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .backend import import_datasystem
+
+#: Flags that shrink the worker from ~500 to ~270 threads (verified on a 2-core machine).
+LEAN_FLAGS: dict[str, str] = {
+    "sc_thread_num": "4",
+    "master_sc_thread_num": "4",
+    "sc_scan_thread_num": "2",
+    "oc_thread_num": "8",
+    "rpc_thread_num": "4",
+    "rocksdb_background_threads": "2",
+    "l2_cache_delete_thread_num": "2",
+    "spill_thread_num": "1",
+    "remote_send_thread_num": "1",
+    "sc_regular_socket_num": "4",
+    "sc_stream_socket_num": "4",
+    "eviction_reserve_mem_threshold_mb": "100",
+    "rocksdb_write_mode": "none",
+    "log_monitor": "false",
+}
+_START_ATTEMPTS = 3
+
+
+class WorkerStartError(RuntimeError):
+    """The worker exited or did not become ready in time; the message holds its log tail."""
+
+    def __init__(self, message: str, *, port_taken: bool = False) -> None:
+        super().__init__(message)
+        self.port_taken = port_taken
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free right now (the worker binds its ports itself, so it cannot be handed port 0)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalDatasystemWorker:
+    """One datasystem worker with its own metastore on 127.0.0.1, in a private temporary directory."""
+
+    def __init__(self, process: subprocess.Popen[bytes], workdir: Path, port: int, metastore_port: int) -> None:
+        self.process = process
+        self.workdir = workdir
+        self.host = "127.0.0.1"
+        self.port = port
+        self.metastore_port = metastore_port
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def start(cls, *, shared_memory_mb: int = 1024, ready_timeout_s: float = 60.0) -> LocalDatasystemWorker:
+        """Start a worker on free loopback ports and wait for its ready file (about 6 s).
+
+        A port taken between choosing and binding it is retried with new ports.
+        """
+        error: WorkerStartError | None = None
+        for _ in range(_START_ATTEMPTS):
+            workdir = Path(tempfile.mkdtemp(prefix="omni-yuanrong-worker-"))
+            try:
+                return cls._start_in(workdir, shared_memory_mb, ready_timeout_s)
+            except WorkerStartError as exc:
+                shutil.rmtree(workdir, ignore_errors=True)
+                error = exc
+                if not exc.port_taken:
+                    break
+        assert error is not None
+        raise error
+
+    @classmethod
+    def _start_in(cls, workdir: Path, shared_memory_mb: int, ready_timeout_s: float) -> LocalDatasystemWorker:
+        package = Path(import_datasystem().__file__ or "").parent
+        binary = package / "datasystem_worker"
+        if not binary.is_file():
+            raise WorkerStartError(f"no datasystem_worker binary in {package}; reinstall openyuanrong-datasystem")
+        port, metastore_port = free_port(), free_port()
+        ready = workdir / "probe" / "ready"
+        flags = {
+            "worker_address": f"127.0.0.1:{port}",
+            "metastore_address": f"127.0.0.1:{metastore_port}",
+            "start_metastore_service": "true",
+            "shared_memory_size_mb": str(shared_memory_mb),
+            **LEAN_FLAGS,
+            "log_dir": str(workdir / "logs"),
+            "rocksdb_store_dir": str(workdir / "rocksdb"),
+            "unix_domain_socket_dir": str(workdir / "uds"),
+            "ready_check_path": str(ready),
+            "health_check_path": str(workdir / "probe" / "healthy"),
+        }
+        env = {**os.environ, "HOME": str(workdir), "LD_LIBRARY_PATH": str(package / "lib")}
+        with open(workdir / "worker.out", "wb") as output:
+            process = subprocess.Popen(
+                [str(binary), *(f"--{name}={value}" for name, value in flags.items())],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        worker = cls(process, workdir, port, metastore_port)
+        deadline = time.monotonic() + ready_timeout_s
+        while not ready.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                reason = f"exited with code {process.returncode}" if process.poll() is not None else "never got ready"
+                worker.kill()
+                raise WorkerStartError(
+                    f"datasystem worker on 127.0.0.1:{port} {reason} (waited up to {ready_timeout_s} s):\n"
+                    + worker.log_tail(),
+                    port_taken="Address already in use" in worker.log_tail(lines=0),
+                )
+            time.sleep(0.2)
+        return worker
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines (0: all) of the worker's console output and INFO log."""
+        parts = []
+        for path in (self.workdir / "worker.out", *sorted((self.workdir / "logs").glob("*.INFO*"))):
+            if path.is_file():
+                parts += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(parts)
+
+    def kill(self) -> None:
+        """SIGKILL the worker (simulates a crash); the directory stays until :meth:`stop`."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM the worker, SIGKILL it after ``timeout_s``, and remove its directory."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalDatasystemWorker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
