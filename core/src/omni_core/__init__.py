@@ -22,6 +22,7 @@ _LAZY: dict[str, str] = {
     "ConfigKey": "registration",
     "PolicyRegistration": "registration",
     "CliCommand": "registration",
+    "ServiceRegistration": "registration",
     "import_target": "registration",
     "hookimpl": "hookspecs",
     "OmniConnectorFactory": "factory",
@@ -105,7 +106,14 @@ if TYPE_CHECKING:
         REQUEST_FORWARDING_PORT_OFFSET,
         compute_connector_zmq_port,
     )
-    from .registration import CliCommand, ConfigKey, ConnectorRegistration, PolicyRegistration, import_target
+    from .registration import (
+        CliCommand,
+        ConfigKey,
+        ConnectorRegistration,
+        PolicyRegistration,
+        ServiceRegistration,
+        import_target,
+    )
     from .digest import checksum
     from .serialization import DecodeLimits, OmniSerde, OmniSerializer, SerializedPayload, deserialize_obj, serialize_obj
     from .spec import ConnectorSpec, OmniTransferConfig

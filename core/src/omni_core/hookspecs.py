@@ -31,3 +31,9 @@ def omni_register_cli_commands() -> list[Any]:
 def omni_register_load_balancers() -> list[Any]:
     """Return load-balancing policy records (name, ``module:Class`` target)."""
     raise NotImplementedError
+
+
+@hookspec
+def omni_register_services() -> list[Any]:
+    """Return :class:`omni_core.ServiceRegistration` records for ``omni services up NAME``."""
+    raise NotImplementedError

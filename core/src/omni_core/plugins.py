@@ -43,6 +43,7 @@ class PluginRecord:
     connectors: list[ConnectorRegistration] = field(default_factory=list)
     load_balancers: list[Any] = field(default_factory=list)
     cli_commands: list[Any] = field(default_factory=list)
+    services: list[Any] = field(default_factory=list)
 
     def fail(self, message: str, cause: BaseException | None = None) -> None:
         self.status = "broken"
@@ -133,6 +134,7 @@ class PluginRegistry:
         record.connectors = self._call(record, "omni_register_connectors", ConnectorRegistration)
         record.load_balancers = self._call(record, "omni_register_load_balancers", object)
         record.cli_commands = self._call(record, "omni_register_cli_commands", object)
+        record.services = self._call(record, "omni_register_services", object)
         self._reindex()
         return record
 
@@ -195,6 +197,9 @@ class PluginRegistry:
 
     def cli_commands(self) -> list[tuple[Any, PluginRecord]]:
         return [(c, r) for r in self.plugins.values() for c in r.cli_commands]
+
+    def services(self) -> list[tuple[Any, PluginRecord]]:
+        return [(s, r) for r in self.plugins.values() for s in r.services]
 
 
 def missing_requirements(registration: ConnectorRegistration) -> list[str]:

@@ -184,6 +184,25 @@ class CliCommand:
             )
 
 
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """A local backend service a plugin can start for trying examples (``omni services up NAME``).
+
+    ``target`` is a lazy ``module:function`` taking the state directory (a
+    ``pathlib.Path`` the service may use for files) and returning a dict with
+    at least ``pid`` (the detached server process) and ``hint`` (how to reach
+    it); ``workdir`` (removed on ``down``) and ``env`` are optional.
+    """
+
+    name: str
+    description: str
+    target: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target, str) or not _TARGET.match(self.target):
+            raise ValueError(f"service {self.name!r}: target must look like 'package.module:function', got {self.target!r}")
+
+
 def import_target(target: str) -> Any:
     """Import and return the object named by a ``"package.module:attr"`` string."""
     import importlib

@@ -24,6 +24,13 @@ def _build_parser(plugin_commands: dict[str, str]) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="drive a pipeline config through real stage processes and connectors")
     run.add_argument("config")
     run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    run.add_argument("--kill-replica", type=int, metavar="STAGE", help="SIGKILL one replica of STAGE mid-run")
+    services = sub.add_parser("services", help="start or stop local backends for trying the examples")
+    services_sub = services.add_subparsers(dest="action", metavar="ACTION", required=True)
+    up = services_sub.add_parser("up", help="start a local backend (e.g. mooncake, yuanrong)")
+    up.add_argument("name")
+    down = services_sub.add_parser("down", help="stop local backends started with 'up' (all if none named)")
+    down.add_argument("names", nargs="*")
     for name, help_text in sorted(plugin_commands.items()):
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -56,10 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import config_cmd
 
         return config_cmd.run(args)
+    if args.command == "services":
+        from . import services_cmd
+
+        return services_cmd.run(args)
     if args.command == "run":
         from ..run.orchestrator import main as run_main
 
-        return run_main(args.config, progress=not args.no_progress)
+        return run_main(args.config, progress=not args.no_progress, kill_stage=args.kill_replica)
     parser.print_help(sys.stderr)
     return 2
 

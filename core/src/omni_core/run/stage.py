@@ -29,7 +29,7 @@ def _say(message: dict[str, Any]) -> None:
 class StageWorker:
     """One stage: its connectors, what it has received per request, and its outputs."""
 
-    def __init__(self, config_path: str, stage_id: int) -> None:
+    def __init__(self, config_path: str, stage_id: int, coordinator: str | None = None, address: str = "") -> None:
         self.stage_id = stage_id
         self.workload = Workload.from_config((load_config_document(config_path) or {}).get("workload"))
         if self.workload.tensor_bytes or self.workload.kv_cache_bytes:
@@ -46,11 +46,15 @@ class StageWorker:
         except BaseException:
             self._close(self.inputs)
             raise
-        self.kv_out = {e: ConnectorKVPipe(c, *e, name="kv") for e, c in self.outputs.items()}
-        self.kv_in = {
-            e: ConnectorKVPipe(c, *e, name="kv", recv_timeout=self.workload.timeout_s) for e, c in self.inputs.items()
-        }
         self.pending: dict[str, set[tuple[str, str]]] = {}
+        self.coord_client = None
+        if coordinator:
+            from omni_coordinator import create_stage_coord_client
+
+            self.coord_client = create_stage_coord_client(
+                coord_zmq_addr=coordinator, input_addr=address, output_addr=address + "#out", stage_id=stage_id,
+                queue_length_getter=lambda: len(self.pending),
+            )
 
     def receive(self, request_id: str, edge: tuple[str, str], metadata: dict[str, Any] | None) -> None:
         connector = self.inputs[edge]
@@ -61,7 +65,10 @@ class StageWorker:
             _say({"op": "lost", "request_id": request_id, "edge": edge})
             return
         obj, size = result
-        kv_digest = checksum(self.kv_in[edge].recv_tensor()) if self.workload.kv_cache_bytes else None
+        kv_digest = None
+        if self.workload.kv_cache_bytes:
+            with self._kv_pipe(connector, edge, request_id) as pipe:
+                kv_digest = checksum(pipe.recv_tensor())
         _say(
             {
                 "op": "received",
@@ -79,7 +86,8 @@ class StageWorker:
             del self.pending[request_id]
             self.emit(request_id)
 
-    def emit(self, request_id: str) -> None:
+    def emit(self, request_id: str, only: tuple[str, str] | None = None) -> None:
+        """Put this stage's output for ``request_id`` on every outgoing edge (or only on ``only``)."""
         if not self.outputs:
             _say({"op": "done", "request_id": request_id})
             return
@@ -87,13 +95,18 @@ class StageWorker:
         digest = checksum(payload)
         kv = kv_cache(request_id, self.stage_id, self.workload) if self.workload.kv_cache_bytes else None
         for edge, connector in self.outputs.items():
+            if only is not None:
+                if edge != only:
+                    continue
+                connector.cleanup(request_id)  # a resend replaces whatever is left of the first put
             started = time.time()
             ok, size, metadata = connector.put(*edge, request_id, payload)
             if not ok:
                 _say({"op": "put_failed", "request_id": request_id, "edge": edge})
                 continue
             if kv is not None:
-                self.kv_out[edge].send_tensor(kv)
+                with self._kv_pipe(connector, edge, request_id) as pipe:
+                    pipe.send_tensor(kv)
             _say(
                 {
                     "op": "sent",
@@ -107,7 +120,13 @@ class StageWorker:
                 }
             )
 
+    def _kv_pipe(self, connector: OmniConnectorBase, edge: tuple[str, str], request_id: str) -> ConnectorKVPipe:
+        """The KV-cache pipe of one request on one edge (a pipe per request, so replicas can share an edge)."""
+        return ConnectorKVPipe(connector, *edge, name=f"kv-{request_id}", recv_timeout=self.workload.timeout_s)
+
     def close(self) -> None:
+        if self.coord_client is not None:
+            self.coord_client.close()
         self._close(self.inputs)
         self._close(self.outputs)
 
@@ -119,8 +138,9 @@ class StageWorker:
 
 def main(argv: list[str]) -> int:
     config_path, stage_id = argv[0], int(argv[1])
+    coordinator, address = (argv[2], argv[3]) if len(argv) > 3 else (None, "")
     try:
-        worker = StageWorker(config_path, stage_id)
+        worker = StageWorker(config_path, stage_id, coordinator, address)
     except Exception as exc:  # reported to the orchestrator, which names the stage
         notes = "; ".join(getattr(exc, "__notes__", []))
         _say({"op": "failed", "error": f"{type(exc).__name__}: {exc}" + (f" ({notes})" if notes else "")})
@@ -131,8 +151,14 @@ def main(argv: list[str]) -> int:
             command = json.loads(line)
             if command["op"] == "input":
                 worker.emit(command["request_id"])
+            elif command["op"] == "resend":
+                worker.emit(command["request_id"], only=tuple(command["edge"]))
             elif command["op"] == "fetch":
-                worker.receive(command["request_id"], tuple(command["edge"]), command.get("metadata"))
+                try:
+                    worker.receive(command["request_id"], tuple(command["edge"]), command.get("metadata"))
+                except Exception as exc:  # reported, so the orchestrator names the edge and request
+                    _say({"op": "error", "request_id": command["request_id"], "edge": command["edge"],
+                          "error": f"{type(exc).__name__}: {exc}"})
             elif command["op"] == "stop":
                 break
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
@@ -22,6 +22,8 @@ class Workload:
     kv_cache_bytes: bytes of a KV-cache-like tensor each stage also sends through a KV pipe (0 = none).
     in_flight: requests in the graph at once.
     timeout_s: seconds a stage waits for a payload before reporting it lost.
+    replicas: processes per stage id (default 1 each), e.g. ``{1: 2}``.
+    kill_replica: ``{stage: S, after: N}`` SIGKILLs one replica of stage S after N finished requests.
     """
 
     requests: int = 8
@@ -30,6 +32,8 @@ class Workload:
     kv_cache_bytes: int = 0
     in_flight: int = 4
     timeout_s: float = 60.0
+    replicas: Mapping[int, int] = field(default_factory=dict)
+    kill_replica: Mapping[str, int] | None = None
 
     @classmethod
     def from_config(cls, raw: Any) -> Workload:
@@ -38,7 +42,7 @@ class Workload:
             return cls()
         if not isinstance(raw, Mapping):
             raise ConfigError(f"workload must be a mapping, got {type(raw).__name__}")
-        fields = {f: getattr(cls, f) for f in cls.__dataclass_fields__}
+        fields = {f: getattr(cls(), f) for f in cls.__dataclass_fields__}
         unknown = sorted(set(raw) - set(fields))
         if unknown:
             raise ConfigError(f"workload: unknown key(s) {unknown}; valid keys: {', '.join(fields)}")
@@ -52,7 +56,39 @@ class Workload:
             raise ConfigError(f"workload.dtype must be one of {DTYPES}, got {values['dtype']!r}")
         if not isinstance(values["timeout_s"], (int, float)) or values["timeout_s"] <= 0:
             raise ConfigError(f"workload.timeout_s must be a positive number, got {values['timeout_s']!r}")
+        values["replicas"] = _replicas(values["replicas"])
+        values["kill_replica"] = _kill_replica(values["kill_replica"], values["replicas"])
         return cls(**values)
+
+    def replica_count(self, stage_id: int) -> int:
+        return self.replicas.get(stage_id, 1)
+
+
+def _replicas(raw: Any) -> dict[int, int]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"workload.replicas must map stage ids to counts, got {raw!r}")
+    out = {}
+    for stage, count in raw.items():
+        stage = int(stage) if isinstance(stage, str) and stage.isdigit() else stage
+        if isinstance(stage, bool) or not isinstance(stage, int) or stage < 0:
+            raise ConfigError(f"workload.replicas: stage id {stage!r} must be a non-negative integer")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 16:
+            raise ConfigError(f"workload.replicas[{stage}] must be an integer from 1 to 16, got {count!r}")
+        out[stage] = count
+    return out
+
+
+def _kill_replica(raw: Any, replicas: Mapping[int, int]) -> dict[str, int] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"stage", "after"} or "stage" not in raw:
+        raise ConfigError(f"workload.kill_replica must be {{stage: S, after: N}}, got {raw!r}")
+    stage, after = raw["stage"], raw.get("after", 1)
+    if isinstance(stage, bool) or not isinstance(stage, int) or replicas.get(stage, 1) < 2:
+        raise ConfigError(f"workload.kill_replica: stage {stage!r} needs at least 2 replicas (workload.replicas)")
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ConfigError(f"workload.kill_replica.after must be a non-negative integer, got {after!r}")
+    return {"stage": stage, "after": after}
 
 
 def _seed(request_id: str, stage_id: int, label: str) -> int:

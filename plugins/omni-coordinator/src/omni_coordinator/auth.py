@@ -82,6 +82,19 @@ class CurveClientKeys:
         object.__setattr__(self, "public_key", _z85(public_key, "client public key"))
         object.__setattr__(self, "secret_key", _z85(secret_key, "client secret key"))
 
+    @classmethod
+    def from_files(
+        cls, server_certificate: str | os.PathLike[str], client_secret_certificate: str | os.PathLike[str] | None = None
+    ) -> CurveClientKeys:
+        """Load the server's public certificate and, optionally, this client's ``*.key_secret``."""
+        server_public, _ = zmq.auth.load_certificate(server_certificate)
+        if client_secret_certificate is None:
+            return cls(server_public)
+        public, secret = zmq.auth.load_certificate(client_secret_certificate)
+        if secret is None:
+            raise ValueError(f"{client_secret_certificate} holds no secret key (use the .key_secret file)")
+        return cls(server_public, public, secret)
+
 
 class _AllowList:
     """ZAP credentials provider accepting a fixed set of client public keys."""

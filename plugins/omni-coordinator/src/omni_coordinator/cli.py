@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -76,8 +77,6 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def keygen(args: argparse.Namespace) -> int:
-    import os
-
     import zmq.auth
 
     os.makedirs(args.directory, exist_ok=True)

@@ -20,8 +20,8 @@ from .messages import (
     ReplicaStatus,
     decode_event,
     encode_registration_reply,
-    encode_replica_records,
-    replica_to_wire,
+    encode_replica,
+    join_replica_list,
 )
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 _EVENT_BATCH = 512
 #: Longest the service loop sleeps, which bounds how fast it notices close().
 _MAX_POLL_S = 0.1
+#: Shortest service loop turn: under steady heartbeat traffic events are handled in
+#: batches instead of one wake-up per message (adds at most this much latency).
+_MIN_TURN_S = 0.005
 
 
 def default_keepalive_interval(heartbeat_timeout: float) -> float:
@@ -83,6 +86,8 @@ class OmniCoordinator:
         self.pub_zmq_addr: str = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
 
         self._replicas: dict[str, ReplicaInfo] = {}
+        #: Encoded wire record of each UP replica, dropped whenever the replica changes.
+        self._encoded: dict[str, bytes] = {}
         #: UP replicas by monotonic last-seen time, oldest first: expiry never scans live ones.
         self._live: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
@@ -97,9 +102,13 @@ class OmniCoordinator:
 
     def _bind(self, kind: int, addr: str, curve: CurveServerKeys | None) -> zmq.Socket:
         sock = self._ctx.socket(kind)
-        sock.linger = 0
-        secure_server_socket(sock, curve)
-        sock.bind(addr)
+        try:
+            sock.linger = 0
+            secure_server_socket(sock, curve)
+            sock.bind(addr)
+        except BaseException:
+            sock.close(linger=0)
+            raise
         return sock
 
     # -- public API -------------------------------------------------------------
@@ -135,10 +144,11 @@ class OmniCoordinator:
     def publish_replica_list_update(self) -> bool:
         """Send the active list now; False if the PUB socket dropped it."""
         with self._lock:
-            records = [replica_to_wire(i) for i in self._replicas.values() if i.status is ReplicaStatus.UP]
+            records = [self._encoded.get(a) or self._encode(a, i) for a, i in self._replicas.items()
+                       if i.status is ReplicaStatus.UP]
         with self._pub_lock:
             self._seq += 1
-            payload = encode_replica_records(records, time.time(), epoch=self.epoch, seq=self._seq)
+            payload = join_replica_list(records, time.time(), epoch=self.epoch, seq=self._seq)
             try:
                 self._pub.send(payload, zmq.NOBLOCK)
             except zmq.ZMQError:
@@ -202,9 +212,14 @@ class OmniCoordinator:
         after = (info.status, info.queue_length, info.stage_id, info.output_addr)
         return before != after and ReplicaStatus.UP in (before[0], after[0])
 
+    def _encode(self, addr: str, info: ReplicaInfo) -> bytes:
+        self._encoded[addr] = record = encode_replica(info)
+        return record
+
     def _set_status(self, info: ReplicaInfo, status: ReplicaStatus) -> None:
-        """Set the status and keep the liveness order: only UP replicas can time out."""
+        """Every change ends here: set the status, keep the liveness order, drop the stale encoding."""
         info.status = status
+        self._encoded.pop(info.input_addr, None)
         if status is ReplicaStatus.UP:
             self._live[info.input_addr] = time.monotonic()
             self._live.move_to_end(info.input_addr)
@@ -258,7 +273,7 @@ class OmniCoordinator:
 
     def _serve_once(self, poller: zmq.Poller, last_publish: float, next_keepalive: float) -> tuple[float, float]:
         """One loop turn: receive, expire, keep alive, publish.  Returns the updated schedule."""
-        now = time.monotonic()
+        turn_start = now = time.monotonic()
         due = next_keepalive
         if self._publish_pending:
             due = min(due, last_publish + self.publish_min_interval)
@@ -277,6 +292,7 @@ class OmniCoordinator:
             if not self.publish_replica_list_update():
                 self._publish_pending = True  # retried next turn
             last_publish = now
+        self._stop.wait(_MIN_TURN_S - (time.monotonic() - turn_start))
         return last_publish, next_keepalive
 
     def _drain_router(self) -> None:
@@ -293,7 +309,9 @@ class OmniCoordinator:
                 events.append((frames[0], decode_event(frames[1])))
             except MalformedMessage as exc:
                 self._counters["malformed"] += 1
-                logger.warning("dropping malformed replica event: %s", exc)
+                count = self._counters["malformed"]
+                level = logging.WARNING if count & (count - 1) == 0 else logging.DEBUG  # 1st, 2nd, 4th, 8th, ...
+                logger.log(level, "dropping malformed replica event (%d so far): %s", count, exc)
         if not events:
             return
         registered = []
@@ -317,6 +335,7 @@ def _copy(info: ReplicaInfo) -> ReplicaInfo:
 
 
 def _validate(event: ReplicaEvent) -> None:
+    ReplicaStatus(event.status)  # ValueError if not up/down/error
     if not event.input_addr:
         raise ValueError("event.input_addr must be non-empty")
     if event.stage_id < 0:

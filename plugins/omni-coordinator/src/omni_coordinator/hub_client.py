@@ -83,8 +83,7 @@ class OmniCoordClientForHub:
     def _subscribe(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.SUB)
         try:
-            sock.linger = 0
-            sock.maxmsgsize = self._max_message_bytes
+            sock.linger = 0  # no ZMQ_MAXMSGSIZE: libzmq would drop the connection for good; decoding checks size
             secure_client_socket(sock, self._curve)
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.connect(self._coord_zmq_addr)

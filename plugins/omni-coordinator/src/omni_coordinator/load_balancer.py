@@ -14,6 +14,9 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypedDict
 
+from omni_core import import_target
+from omni_core.plugins import get_plugin_registry
+
 from .messages import ReplicaInfo
 
 
@@ -100,9 +103,6 @@ def build_load_balancer_factory(policy: str) -> Callable[[], LoadBalancer]:
     unknown name raises ValueError listing the valid ones, a name two plugins
     provide raises ValueError naming both.
     """
-    from omni_core import import_target
-    from omni_core.plugins import get_plugin_registry
-
     name = policy.value if isinstance(policy, LoadBalancingPolicy) else str(policy)
     providers: dict[str, list[tuple[Any, Any]]] = {}
     for registration, record in get_plugin_registry().load_balancers():

@@ -122,21 +122,24 @@ def replica_to_wire(info: ReplicaInfo) -> dict[str, Any]:
     }
 
 
-def encode_replica_records(
-    records: list[dict[str, Any]], timestamp: float, epoch: int | None, seq: int | None
-) -> bytes:
-    """A list payload from records already in wire form (see :func:`replica_to_wire`)."""
-    payload: dict[str, Any] = {"replicas": records, "timestamp": timestamp}
+def encode_replica(info: ReplicaInfo) -> bytes:
+    """One replica record; lists are joined from these so unchanged records need no re-encoding."""
+    return _dumps(replica_to_wire(info))
+
+
+def join_replica_list(records: list[bytes], timestamp: float, epoch: int | None, seq: int | None) -> bytes:
+    """A list payload from encoded records: upstream's JSON object plus ``epoch``/``seq`` when set."""
+    envelope: dict[str, Any] = {"timestamp": timestamp}
     if epoch is not None:
-        payload["epoch"] = epoch
-        payload["seq"] = seq
-    return _dumps(payload)
+        envelope["epoch"] = epoch
+        envelope["seq"] = seq
+    return b'{"replicas":[' + b",".join(records) + b"]," + _dumps(envelope)[1:]
 
 
 def encode_replica_list(replica_list: ReplicaList) -> bytes:
-    """The list as upstream's JSON object plus ``epoch``/``seq`` when set."""
-    records = [replica_to_wire(r) for r in replica_list.replicas]
-    return encode_replica_records(records, replica_list.timestamp, replica_list.epoch, replica_list.seq)
+    """The whole list in one go (see :func:`join_replica_list`)."""
+    records = [encode_replica(r) for r in replica_list.replicas]
+    return join_replica_list(records, replica_list.timestamp, replica_list.epoch, replica_list.seq)
 
 
 def encode_registration_reply(reply: RegistrationReply) -> bytes:

@@ -11,49 +11,58 @@ STORE_KEYS = (
     ConfigKey("metadata_server", str, "http://127.0.0.1:8080/metadata", "metadata server URL or 'P2PHANDSHAKE'"),
     ConfigKey("master", str, "127.0.0.1:50051", "mooncake_master RPC address"),
     ConfigKey("segment", int, 512 * 1024 * 1024, "bytes this process contributes to the global pool"),
-    ConfigKey("localbuf", int, 64 * 1024 * 1024, "local staging buffer bytes"),
+    ConfigKey(
+        "localbuf",
+        int,
+        64 * 1024 * 1024,
+        "bytes of registered local buffer: puts stage framed payloads and gets receive into it "
+        "(bigger payloads use temporary memory)",
+    ),
     ConfigKey("proto", str, "tcp", "'tcp' or 'rdma'"),
     ConfigKey("rdma", str, "", "RDMA device list"),
-    ConfigKey("get_timeout_s", (int, float), 1.0, "how long get waits for a key to appear"),
+    ConfigKey("get_timeout_s", (int, float), 1.0, "how long get() waits for a key to appear"),
     ConfigKey("setup_timeout_s", (int, float), 10.0, "how long to wait for the master before failing"),
 )
 
 TE_KEYS = (
     ConfigKey("host", (str, type(None)), "auto", "address to advertise; auto = this host's IP"),
-    ConfigKey("zmq_port", int, 50051, "sender side-channel base port (offset by core's port resolution)"),
+    ConfigKey(
+        "zmq_port", (int, str), 50051, "sender side-channel port (offset by core's port resolution); 0 or 'auto' = any"
+    ),
     ConfigKey("protocol", str, "rdma", "'rdma' or 'tcp'"),
     ConfigKey("device_name", str, "", "RDMA NIC filter, e.g. 'mlx5_0'"),
     ConfigKey("memory_pool_size", int, 1024**3, "bytes of the registered memory pool"),
-    ConfigKey("memory_pool_device", str, "cpu", "'cpu' (pinned host) or a CUDA device"),
+    ConfigKey("memory_pool_device", str, "cpu", "'cpu' (pinned host memory when CUDA is present) or a CUDA device"),
     ConfigKey("buffer_ttl_seconds", (int, float), 300.0, "unclaimed sender buffers are reclaimed after this; <= 0 disables"),
     ConfigKey("sender_host", (str, type(None)), None, "receiver: default sender host"),
     ConfigKey("sender_zmq_port", (int, type(None)), None, "receiver: default sender side-channel port"),
     ConfigKey("readers", int, 1, "receivers per key before the sender frees it (1 sender -> N receivers)"),
 )
 
+STORE_REGISTRATION = ConnectorRegistration(
+    name="MooncakeStoreConnector",
+    aliases=("MooncakeConnector",),
+    target="omni_mooncake.store_connector:MooncakeStoreConnector",
+    capabilities=Capabilities(delivery=Delivery.PERSISTENT, cross_host=True),
+    config_keys=STORE_KEYS,
+    install_hint=INSTALL_HINT,
+    requires=("mooncake",),
+    description="Mooncake distributed store (master + segments)",
+)
+
+TE_REGISTRATION = ConnectorRegistration(
+    name="MooncakeTransferEngineConnector",
+    target="omni_mooncake.te_connector:MooncakeTransferEngineConnector",
+    capabilities=Capabilities(
+        raw_data=True, needs_endpoint=True, delivery=Delivery.CONSUME_ONCE, cross_host=True, device_memory=True
+    ),
+    config_keys=TE_KEYS,
+    install_hint=INSTALL_HINT,
+    requires=("mooncake", "zmq"),
+    description="Mooncake TransferEngine (RDMA/TCP) with a registered memory pool",
+)
+
 
 @hookimpl
 def omni_register_connectors() -> list[ConnectorRegistration]:
-    return [
-        ConnectorRegistration(
-            name="MooncakeStoreConnector",
-            aliases=("MooncakeConnector",),
-            target="omni_mooncake.store_connector:MooncakeStoreConnector",
-            capabilities=Capabilities(delivery=Delivery.PERSISTENT, cross_host=True),
-            config_keys=STORE_KEYS,
-            install_hint=INSTALL_HINT,
-            requires=("mooncake",),
-            description="Mooncake distributed store (master + segments)",
-        ),
-        ConnectorRegistration(
-            name="MooncakeTransferEngineConnector",
-            target="omni_mooncake.te_connector:MooncakeTransferEngineConnector",
-            capabilities=Capabilities(
-                raw_data=True, needs_endpoint=True, delivery=Delivery.CONSUME_ONCE, cross_host=True, device_memory=True
-            ),
-            config_keys=TE_KEYS,
-            install_hint=INSTALL_HINT,
-            requires=("mooncake", "zmq"),
-            description="Mooncake TransferEngine (RDMA/TCP) with a registered memory pool",
-        ),
-    ]
+    return [STORE_REGISTRATION, TE_REGISTRATION]

@@ -73,16 +73,16 @@ class SharedMemoryConnector(OmniConnectorBase):
             self.capabilities = dataclasses.replace(self.capabilities, delivery=Delivery.BROADCAST)  # type: ignore[misc]
         device = settings.device
         to_cuda = device is not None and device.startswith("cuda")
-        self._directory = settings.shm_dir
+        self._directory = os.path.normpath(settings.shm_dir)
         self._writer = PayloadWriter(
-            settings.shm_dir,
+            self._directory,
             settings.namespace,
             arena_bytes=settings.arena_bytes,
             keep_idle_bytes=settings.keep_idle_bytes,
             ttl=settings.ttl_seconds,
             pin_memory=settings.pin_memory,
         )
-        self._reader = PayloadReader(settings.shm_dir, settings.namespace, pin=to_cuda and settings.pin_memory)
+        self._reader = PayloadReader(self._directory, settings.namespace, pin=to_cuda and settings.pin_memory)
         self._decode_device = device if device not in (None, "cpu") else None
         self._views: dict[str, weakref.finalize] = {}  # key -> release of a zero-copy read still held
         self._metrics = {
@@ -97,6 +97,7 @@ class SharedMemoryConnector(OmniConnectorBase):
     def put(self, from_stage: str, to_stage: str, put_key: str, data: Any) -> tuple[bool, int, dict[str, Any] | None]:
         """Publish ``data`` under ``put_key``; returns ``(True, size, {"shm": {"name", "size"}, "size"})``."""
         validate_key(put_key)
+        self._check_open()
         self._tick()
         try:
             payload = OmniSerializer.prepare(data)
@@ -118,12 +119,13 @@ class SharedMemoryConnector(OmniConnectorBase):
         is no payload (not yet, already consumed, or corrupt: then it is counted as an error and reclaimed).
         """
         key = _key_from(get_key, metadata)
+        self._check_open()
         self._tick()
         claim = self._reader.claim(self._entry_path(key))
         if claim is None:
             return None
-        frame = claim.frame()
         zero_copy = self.settings.zero_copy and self._decode_device is None
+        frame = claim.exported_frame() if zero_copy else claim.frame()
         held = False
         try:
             obj = OmniSerializer.deserialize(frame, zero_copy=zero_copy, device=self._decode_device)
@@ -196,7 +198,11 @@ class SharedMemoryConnector(OmniConnectorBase):
 
     # -- internals ----------------------------------------------------------------------------
     def _entry_path(self, key: str) -> str:
-        return os.path.join(self._directory, names.key_entry_name(self.settings.namespace, key))
+        return f"{self._directory}/{names.key_entry_name(self.settings.namespace, key)}"
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("SharedMemoryConnector is closed")
 
     def _count(self, name: str, bytes_name: str | None = None, size: int = 0) -> None:
         with self._lock:

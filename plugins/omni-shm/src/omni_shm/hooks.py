@@ -22,7 +22,7 @@ def omni_register_connectors() -> list[ConnectorRegistration]:
                 ConfigKey("ttl_seconds", (int, float), 600.0, "payloads not read by all readers within this many "
                           "seconds are withdrawn and reclaimed"),
                 ConfigKey("zero_copy", bool, False, "get returns tensors/arrays as views into shared memory, held "
-                          "until dropped or release(key)"),
+                          "until dropped or release(key) (a CUDA device gets copies)"),
                 ConfigKey("arena_bytes", int, 16 << 20, "size of the slabs shared by small payloads (up to a "
                           "quarter of it); larger payloads get slabs of their own"),
                 ConfigKey("keep_idle_bytes", int, 512 << 20, "bytes of empty slabs kept mapped for reuse"),

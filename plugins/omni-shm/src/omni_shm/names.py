@@ -53,7 +53,7 @@ class Location(NamedTuple):
 
     def target(self) -> str:
         """The key entry's symlink target for this location."""
-        return f"{self.slab}:{self.offset}:{self.generation}"
+        return target(self.slab, self.offset, self.generation)
 
 
 def validate_namespace(namespace: object) -> str:
@@ -115,7 +115,7 @@ def scratch_name(namespace: str) -> str:
 def key_entry_name(namespace: str, key: str) -> str:
     """File name of the key entry for ``key`` (a digest when the key is too long for a file name)."""
     name = f"{PREFIX}{namespace}-k-{key}"
-    if len(name.encode("utf-8", "surrogatepass")) <= _MAX_ENTRY_BYTES:
+    if len(name) <= _MAX_ENTRY_BYTES // 4 or len(name.encode("utf-8", "surrogatepass")) <= _MAX_ENTRY_BYTES:
         return name
     return f"{PREFIX}{namespace}-h-{hashlib.blake2b(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
@@ -132,6 +132,11 @@ def is_key_entry(name: str) -> bool:
     """True for a key entry name of any namespace."""
     _, sep, rest = name.partition("-")
     return sep == "-" and rest.partition("-")[2][:2] in ("k-", "h-")
+
+
+def target(slab: str, offset: int, generation: int) -> str:
+    """The symlink target of a key entry for a region of ``slab``."""
+    return f"{slab}:{offset}:{generation}"
 
 
 def parse_target(target: str, namespace: str | None = None) -> Location | None:

@@ -3,18 +3,22 @@
 A region is ``HEADER_SIZE`` bytes of header followed by one serialized frame.  Header (little-endian)::
 
     0  4s magic     4 u8 state (READY, DONE)     6 u16 readers    8 u16 remaining claims    10 u16 released
-    16 u64 generation    24 u64 offset (of the region in its slab)    32 u64 frame length    40 f64 created
+    16 u64 generation    24 u64 offset (of the region in its slab)    32 u64 frame length
 
 Two one-byte open-file-description locks (``F_OFD_SETLK``) per region coordinate the processes; the kernel
 drops them when their holder dies, which is how an abandoned read is told from a slow one:
 
-- CLAIM (byte ``offset``), exclusive and brief: held to change ``remaining``/``released`` and the key entry;
-- USE (byte ``offset + 1``), shared: held by every reader from its claim until it releases the payload.
+- CLAIM (byte ``offset``), exclusive: held to change ``remaining``/``released`` and the key entry;
+- USE (byte ``offset + 1``): held by every reader from its claim until it releases the payload.
+
+A consume-once reader (``readers == 1``) takes both bytes exclusively in one call, without waiting, and keeps
+them until it releases the payload.  A broadcast reader waits for CLAIM, holds it only while it counts its
+claim, and holds USE shared.
 
 Invariant: while a region has ``remaining > 0`` its key entry exists and points at it, and the entry is
 only removed by whoever holds the CLAIM lock and sets ``remaining`` (the last reader, or a retirer).  So
 unlinking the entry under the lock never removes another generation.  The producer reuses a region once
-its state is DONE, or once ``remaining == 0`` and nobody holds USE (a reader died holding it).
+its state is DONE, or once ``remaining == 0`` and nobody holds a lock on it (its reader died).
 """
 
 from __future__ import annotations
@@ -31,8 +35,12 @@ MAGIC = b"OSHR"
 HEADER_SIZE = 64
 READY = 1
 DONE = 2
-_HEADER = struct.Struct("<4sBxHHH4xQQQd")
+_HEADER = struct.Struct("<4sBxHHH4xQQQ")
 _STATE = 4
+_READERS = struct.Struct("<H")
+_READERS_AT = 6
+_GENERATION = struct.Struct("<Q")
+_GENERATION_AT = 16
 _COUNTS = struct.Struct("<HH")  # remaining, released
 _COUNTS_AT = 8
 _CLAIM = 0
@@ -51,85 +59,108 @@ class Header(NamedTuple):
     generation: int
     offset: int
     length: int
-    created: float
 
 
-def write_header(slab: Slab, offset: int, readers: int, generation: int, length: int, created: float) -> None:
+def write_header(slab: Slab, offset: int, readers: int, generation: int, length: int) -> None:
     """Stamp a fresh READY region awaiting ``readers`` claims."""
-    _HEADER.pack_into(slab.view, offset, MAGIC, READY, readers, readers, 0, generation, offset, length, created)
-
-
-def read_header(slab: Slab, offset: int) -> Header:
-    """The header at ``offset`` (which the caller has checked lies inside the slab)."""
-    return Header._make(_HEADER.unpack_from(slab.view, offset))
+    _HEADER.pack_into(slab.view, offset, MAGIC, READY, readers, readers, 0, generation, offset, length)
 
 
 def is_done(slab: Slab, offset: int) -> bool:
     return slab.view[offset + _STATE] == DONE
 
 
-def _lock(fd: int, kind: int, byte: int, wait: bool) -> bool:
+def _lock(fd: int, kind: int, start: int, length: int = 1, wait: bool = False) -> bool:
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, byte, 1, 0))
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _FLOCK.pack(kind, 0, start, length, 0))
     except (BlockingIOError, PermissionError):
         return False
     return True
 
 
-def unlock_use(slab: Slab, offset: int) -> None:
-    _lock(slab.fd, fcntl.F_UNLCK, offset + _USE, False)
+class Busy(Exception):
+    """The region's only reader (or a retirer) holds it right now; its key entry is about to go."""
+
+
+def _current(slab: Slab, offset: int, generation: int) -> Header | None:
+    """The region's header if it is still ``generation`` with claims left, else None (stale for good)."""
+    header = Header._make(_HEADER.unpack_from(slab.view, offset))
+    if (
+        header.magic != MAGIC
+        or header.generation != generation
+        or header.offset != offset
+        or header.remaining == 0
+        or offset + HEADER_SIZE + header.length > slab.size
+    ):
+        return None
+    return header
+
+
+def _may_be_current(slab: Slab, offset: int, generation: int) -> bool:
+    """Cheap unlocked pre-check of :func:`_current` (generation and claims left)."""
+    return _GENERATION.unpack_from(slab.view, offset + _GENERATION_AT)[0] == generation and bool(
+        _COUNTS.unpack_from(slab.view, offset + _COUNTS_AT)[0]
+    )
 
 
 def take(slab: Slab, offset: int, generation: int, entry_path: str, *, retire: bool) -> Header | None:
-    """Claim one read of the region (holding USE on return), or with ``retire`` withdraw it from readers.
+    """Claim one read of the region (holding its locks on return), or with ``retire`` withdraw it.
 
     Either way the key entry is removed once no claims remain.  Returns the header as it was, or None if
-    the entry is stale: the region is gone, reused by another generation, or has no claims left.
+    the entry that named the region is stale: the region is gone, reused by another generation or has no
+    claims left (a generation never comes back, so this is checked before locking and again under the
+    lock).  Raises :class:`Busy` when a consume-once region is being taken by someone else.
     """
-    if offset + HEADER_SIZE > slab.size:
+    if offset + HEADER_SIZE > slab.size or not _may_be_current(slab, offset, generation):
         return None
-    _lock(slab.fd, fcntl.F_WRLCK, offset + _CLAIM, True)
+    readers = _READERS.unpack_from(slab.view, offset + _READERS_AT)[0]
+    single = readers == 1
+    if single:
+        if not _lock(slab.fd, fcntl.F_WRLCK, offset, 2):
+            raise Busy
+    else:
+        _lock(slab.fd, fcntl.F_WRLCK, offset + _CLAIM, wait=True)
+    keep = False
     try:
-        header = read_header(slab, offset)
-        if (
-            header.magic != MAGIC
-            or header.generation != generation
-            or header.offset != offset
-            or header.remaining == 0
-            or offset + HEADER_SIZE + header.length > slab.size
-        ):
+        header = _current(slab, offset, generation)
+        if header is None or header.readers != readers:
             return None
-        if not retire and not _lock(slab.fd, fcntl.F_RDLCK, offset + _USE, False):
-            return None  # only a producer probing a region with remaining == 0 holds USE exclusively
         remaining = 0 if retire else header.remaining - 1
         if remaining == 0:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry_path)
         _COUNTS.pack_into(slab.view, offset + _COUNTS_AT, remaining, header.released)
+        if not retire and not single:
+            _lock(slab.fd, fcntl.F_RDLCK, offset + _USE)  # cannot fail: exclusive USE needs CLAIM, held here
+        keep = not retire
         return header
     finally:
-        _lock(slab.fd, fcntl.F_UNLCK, offset + _CLAIM, False)
+        if not single:
+            _lock(slab.fd, fcntl.F_UNLCK, offset + _CLAIM)
+        elif not keep:
+            _lock(slab.fd, fcntl.F_UNLCK, offset, 2)
 
 
 def release(slab: Slab, offset: int, readers: int) -> None:
-    """Record that one reader is done with the region (the caller then drops its USE lock)."""
+    """Record that one reader is done with the region and drop its locks."""
     if readers == 1:
         slab.view[offset + _STATE] = DONE
+        _lock(slab.fd, fcntl.F_UNLCK, offset, 2)
         return
-    _lock(slab.fd, fcntl.F_WRLCK, offset + _CLAIM, True)
+    _lock(slab.fd, fcntl.F_WRLCK, offset + _CLAIM, wait=True)
     try:
         remaining, released = _COUNTS.unpack_from(slab.view, offset + _COUNTS_AT)
         _COUNTS.pack_into(slab.view, offset + _COUNTS_AT, remaining, released + 1)
         if released + 1 >= readers:
             slab.view[offset + _STATE] = DONE
     finally:
-        _lock(slab.fd, fcntl.F_UNLCK, offset + _CLAIM, False)
+        _lock(slab.fd, fcntl.F_UNLCK, offset, 2)
 
 
 def reclaimable(slab: Slab, offset: int, entry_path: str, expired: bool) -> bool:
     """Producer side: may the region be reused?  An ``expired`` region is first withdrawn from readers.
 
-    True when every reader released it, or when no claims remain and no live reader holds USE.
+    True when every reader released it, or when no claims remain and no live reader holds a lock on it.
     Never blocks: a region whose CLAIM lock is busy is simply tried again later.
     """
     if slab.view[offset + _STATE] == DONE:
@@ -137,7 +168,7 @@ def reclaimable(slab: Slab, offset: int, entry_path: str, expired: bool) -> bool
     remaining = _COUNTS.unpack_from(slab.view, offset + _COUNTS_AT)[0]
     if remaining and not expired:
         return False
-    if not _lock(slab.fd, fcntl.F_WRLCK, offset + _CLAIM, False):
+    if not _lock(slab.fd, fcntl.F_WRLCK, offset + _CLAIM):
         return False
     try:
         remaining, released = _COUNTS.unpack_from(slab.view, offset + _COUNTS_AT)
@@ -145,27 +176,7 @@ def reclaimable(slab: Slab, offset: int, entry_path: str, expired: bool) -> bool
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry_path)
             _COUNTS.pack_into(slab.view, offset + _COUNTS_AT, 0, released)
-        if not _lock(slab.fd, fcntl.F_WRLCK, offset + _USE, False):
-            return False
-        _lock(slab.fd, fcntl.F_UNLCK, offset + _USE, False)
-        return True
+        return _lock(slab.fd, fcntl.F_WRLCK, offset + _USE)
     finally:
-        _lock(slab.fd, fcntl.F_UNLCK, offset + _CLAIM, False)
+        _lock(slab.fd, fcntl.F_UNLCK, offset, 2)
 
-
-def remove_stale_entry(entry_path: str, target: str, scratch_path: str) -> None:
-    """Remove the key entry if it still has ``target``, without ever removing a newer entry.
-
-    Used only for entries that no live region backs (so no CLAIM lock can guard them): the entry is moved
-    aside atomically, and put back if what was moved turns out to be a newer one.
-    """
-    try:
-        os.rename(entry_path, scratch_path)
-    except FileNotFoundError:
-        return
-    try:
-        if os.readlink(scratch_path) != target:
-            with contextlib.suppress(FileExistsError):
-                os.link(scratch_path, entry_path, follow_symlinks=False)
-    finally:
-        os.unlink(scratch_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from . import names
+from . import names, protocol
 from .reader import PayloadReader
 
 
@@ -53,8 +53,9 @@ def sweep_orphans(directory: str, reader: PayloadReader) -> int:
             continue
         parsed = names.parse_owned(location.slab)
         if location.slab in dead_slabs or (parsed is not None and dead(parsed[0])):
-            reader.retire_entry(path)
-            removed += 1
+            with contextlib.suppress(protocol.Busy):  # a reader is taking it: it goes without us
+                reader.retire_entry(path)
+                removed += 1
     for name in owned:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(directory, name))

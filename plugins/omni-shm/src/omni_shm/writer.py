@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -90,11 +91,10 @@ class PayloadWriter:
         try:
             if self._pin_memory and cuda_in_use():
                 slab.pin()
-            protocol.write_header(slab, offset, readers, generation, length, time.time())
+            protocol.write_header(slab, offset, readers, generation, length)
             start = offset + protocol.HEADER_SIZE
             payload.write_into(slab.view[start : start + length])
-            target = names.Location(slab.name, offset, generation).target()
-            _link(target, entry_path, retire_existing)
+            _link(names.target(slab.name, offset, generation), entry_path, retire_existing)
         except BaseException:
             with self._lock:
                 home.ring.free(offset)
@@ -108,10 +108,9 @@ class PayloadWriter:
         """Withdraw this writer's unconsumed payload published under ``entry_path`` (if any)."""
         with self._lock:
             region = self._published.get(entry_path)
-            if region is None:
-                return
-            protocol.take(region.home.slab, region.offset, region.generation, entry_path, retire=True)
-            self._reclaim([region], time.monotonic())
+            if region is not None:
+                self._withdraw(region)
+                self._reclaim([region], time.monotonic())
 
     def reclaim(self) -> int:
         """Reuse every region that is consumed, expired (withdrawn first) or abandoned by a dead reader.
@@ -127,7 +126,7 @@ class PayloadWriter:
         """Withdraw every unconsumed payload and remove all slabs (readers' mappings stay valid)."""
         with self._lock:
             for region in self._outstanding.values():
-                protocol.take(region.home.slab, region.offset, region.generation, region.entry_path, retire=True)
+                self._withdraw(region)
             self._outstanding.clear()
             self._published.clear()
             for home in self._slabs:
@@ -136,13 +135,16 @@ class PayloadWriter:
             self._slabs.clear()
 
     # -- internals (called with the lock held) --------------------------------------------
+    @staticmethod
+    def _withdraw(region: _Region) -> None:
+        with contextlib.suppress(protocol.Busy):  # busy: a reader is consuming it, nothing to withdraw
+            protocol.take(region.home.slab, region.offset, region.generation, region.entry_path, retire=True)
+
     def _reclaim_done(self) -> None:
-        done = [
-            region
-            for region in itertools.islice(self._outstanding.values(), _QUICK_RECLAIM)
-            if protocol.is_done(region.home.slab, region.offset)
-        ]
-        for region in done:
+        for _ in range(_QUICK_RECLAIM):  # the oldest first: readers mostly consume in order
+            region = next(iter(self._outstanding.values()), None)
+            if region is None or not protocol.is_done(region.home.slab, region.offset):
+                return
             self._free(region)
 
     def _reclaim(self, regions: list[_Region], now: float) -> int:
@@ -194,10 +196,13 @@ class PayloadWriter:
 
 def _link(target: str, entry_path: str, retire_existing: Callable[[str], object]) -> None:
     """Create the key entry; an existing one (an older put of the key) is retired, then we try again."""
-    for _ in range(_PUBLISH_ATTEMPTS):
+    for attempt in range(_PUBLISH_ATTEMPTS):
         try:
             os.symlink(target, entry_path)
             return
         except FileExistsError:
-            retire_existing(entry_path)
+            try:
+                retire_existing(entry_path)
+            except protocol.Busy:  # a reader is taking the old payload: its entry goes in a moment
+                time.sleep(min(1e-4 * (attempt + 1), 0.01))
     raise FileExistsError(f"key entry {entry_path} kept reappearing; {_PUBLISH_ATTEMPTS} attempts to replace it")

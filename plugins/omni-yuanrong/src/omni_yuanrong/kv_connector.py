@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from omni_core import Capabilities, Delivery, OmniConnectorBase, OmniSerializer, expand_env_int, expand_env_value
 
 from .backend import KEY_NOT_FOUND, RPC_UNAVAILABLE, import_datasystem, status_code
@@ -22,6 +24,16 @@ logger = logging.getLogger(__name__)
 WAIT_SLICE_MS = 50
 #: Requests remembered for ``cleanup(request_id)``; the oldest are forgotten beyond this.
 MAX_TRACKED_REQUESTS = 100_000
+
+
+def private_copy(buffer: Any) -> np.ndarray:
+    """A writable copy of a worker buffer that decoded tensors and arrays can be views of.
+
+    One copy for the whole frame, into numpy memory: numpy asks the kernel for huge
+    pages on large allocations, which makes a 64 MiB copy about 3x faster than into
+    a fresh torch tensor.
+    """
+    return np.frombuffer(buffer, dtype=np.uint8).copy()
 
 
 class DatasystemUnavailableError(ConnectionError):
@@ -52,8 +64,10 @@ class KVSettings:
             get_sub_timeout_ms=max(0, number("get_sub_timeout_ms")),
             connect_timeout_ms=number("connect_timeout_ms"),
             req_timeout_ms=number("req_timeout_ms"),
-            zero_copy=bool(config.get("zero_copy", cls.zero_copy)),
+            zero_copy=config.get("zero_copy", cls.zero_copy),
         )
+        if not isinstance(settings.zero_copy, bool):
+            raise ValueError(f"YuanrongConnector zero_copy must be a bool, got {settings.zero_copy!r}")
         if not settings.host:
             raise ValueError("YuanrongConnector host must not be empty")
         if not 1 <= settings.port <= 65535:
@@ -72,8 +86,9 @@ class YuanrongConnector(OmniConnectorBase):
     evictable mode: under memory pressure the worker may drop old values.  ``put``
     serializes straight into a worker-allocated buffer (one copy of tensor bytes);
     ``get`` maps the value read-only, waits up to ``get_sub_timeout_ms`` for a late
-    producer, and copies tensors out (or, with ``zero_copy``, returns read-only
-    views that keep the value's memory alive).  Reads do not consume: a value stays
+    producer, and copies it once into private memory that the returned tensors and
+    arrays are views of (or, with ``zero_copy``, returns read-only views into the
+    worker's memory that keep the value alive).  Reads do not consume: a value stays
     until ``cleanup``.  ``get`` raises :class:`DatasystemUnavailableError` when the
     worker does not answer; ``put`` reports that as ``(False, 0, None)``.
     """
@@ -124,8 +139,7 @@ class YuanrongConnector(OmniConnectorBase):
         except RuntimeError as exc:
             logger.warning("%s", self._note_failure("put", key, exc))
             return False, 0, None
-        self._track(put_key, key)
-        self._count(puts=1, bytes_transferred=payload.nbytes)
+        self._done(put_key, key, "puts", payload.nbytes)
         return True, payload.nbytes, None
 
     def get(
@@ -195,13 +209,13 @@ class YuanrongConnector(OmniConnectorBase):
             self._count(misses=1)
             return None
         size = memoryview(buffer).nbytes
+        frame = buffer if self.settings.zero_copy else private_copy(buffer)
         try:
-            obj = OmniSerializer.deserialize(buffer, zero_copy=self.settings.zero_copy)
+            obj = OmniSerializer.deserialize(frame, zero_copy=True)
         except ValueError as exc:
             self._note_failure("decode", key, exc)
             raise
-        self._track(get_key, key)
-        self._count(gets=1, bytes_transferred=size)
+        self._done(get_key, key, "gets", size)
         return obj, size
 
     def _wait_for(self, client: Any, key: str, deadline: float) -> Any | None:
@@ -232,13 +246,18 @@ class YuanrongConnector(OmniConnectorBase):
             self._last_error = message
         return message
 
-    def _track(self, request_id: str, key: str) -> None:
+    def _done(self, request_id: str, key: str, counter: str, nbytes: int) -> None:
+        """Count a successful put/get and remember its key for ``cleanup(request_id)``."""
         with self._lock:
-            keys = self._tracked.setdefault(request_id, set())
-            keys.add(key)
-            self._tracked.move_to_end(request_id)
-            while len(self._tracked) > MAX_TRACKED_REQUESTS:
-                self._tracked.popitem(last=False)
+            self._counters[counter] += 1
+            self._counters["bytes_transferred"] += nbytes
+            keys = self._tracked.get(request_id)
+            if keys is None:
+                self._tracked[request_id] = {key}
+                if len(self._tracked) > MAX_TRACKED_REQUESTS:
+                    self._tracked.popitem(last=False)
+            else:
+                keys.add(key)
 
     def _count(self, **increments: int) -> None:
         with self._lock:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from .backend import import_datasystem
+from .netutil import free_port
 
 #: Flags that shrink the worker from ~500 to ~270 threads (verified on a 2-core machine).
 LEAN_FLAGS: dict[str, str] = {
@@ -47,13 +47,6 @@ class WorkerStartError(RuntimeError):
     def __init__(self, message: str, *, port_taken: bool = False) -> None:
         super().__init__(message)
         self.port_taken = port_taken
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free right now (the worker binds its ports itself, so it cannot be handed port 0)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalDatasystemWorker:

@@ -1,0 +1,90 @@
+"""``omni services up NAME`` / ``omni services down [NAME]``: local backends for trying examples."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..plugins import get_plugin_registry
+from ..registration import import_target
+
+
+def state_dir() -> Path:
+    """Where running services are recorded (``$OMNI_STATE_DIR``, default ``~/.cache/omni/services``)."""
+    return Path(os.environ.get("OMNI_STATE_DIR") or Path.home() / ".cache" / "omni" / "services")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_service(info: dict[str, Any], timeout: float = 20.0) -> None:
+    """Stop a recorded service by PID (SIGTERM, then SIGKILL) and remove its work directory."""
+    pid = int(info["pid"])
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if info.get("workdir"):
+        shutil.rmtree(info["workdir"], ignore_errors=True)
+
+
+def _up(name: str) -> int:
+    services = {s.name: (s, r) for s, r in get_plugin_registry().services()}
+    if name not in services:
+        print(f"omni services: unknown service {name!r}; available: {', '.join(sorted(services)) or '(none)'}",
+              file=sys.stderr)
+        return 2
+    record_path = state_dir() / f"{name}.json"
+    if record_path.exists():
+        info = json.loads(record_path.read_text())
+        if _alive(int(info["pid"])):
+            print(f"{name} is already running (pid {info['pid']}).\n{info['hint']}")
+            return 0
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    service, record = services[name]
+    try:
+        info = import_target(service.target)(record_path.parent)
+    except Exception as exc:
+        print(f"omni services: {name} ({record.label}) failed to start: {exc}", file=sys.stderr)
+        return 1
+    record_path.write_text(json.dumps(info))
+    print(f"{name} is running (pid {info['pid']}); stop it with: omni services down {name}\n{info['hint']}")
+    return 0
+
+
+def _down(names: list[str]) -> int:
+    records = sorted(state_dir().glob("*.json")) if state_dir().exists() else []
+    chosen = [p for p in records if not names or p.stem in names]
+    missing = sorted(set(names) - {p.stem for p in records})
+    for path in chosen:
+        stop_service(json.loads(path.read_text()))
+        path.unlink()
+        print(f"{path.stem} stopped")
+    if missing:
+        print(f"omni services: not running: {', '.join(missing)}", file=sys.stderr)
+    if not chosen and not missing:
+        print("no services running")
+    return 1 if missing else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        return _up(args.name)
+    return _down(args.names)

@@ -1,0 +1,125 @@
+"""The sender's table of payloads waiting for their receivers.
+
+An entry is handed to at most ``readers`` distinct receivers (one pull each), then freed.  A buffer is
+never freed while a pull is writing from it: retiring an entry that is being pulled (cleanup, a new put
+of the same key, the TTL, close) only marks it, and the last pull to finish frees it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from omni_core import ManagedBuffer
+
+from . import wire
+from .raw_payload import RawLayout
+
+
+@dataclass(eq=False)
+class OutboundEntry:
+    """One put payload: its pool ``buffer`` (freed by the outbox only if ``owned``) and who has pulled it."""
+
+    key: str
+    request_id: str
+    buffer: ManagedBuffer
+    owned: bool
+    size: int
+    layout: RawLayout | None  #: None for a serialized object
+    created: float = field(default_factory=time.monotonic)
+    served: set[str] = field(default_factory=set)
+    pulling: set[str] = field(default_factory=set)
+    retired: bool = False
+
+
+class Outbox:
+    """Thread-safe ``key -> OutboundEntry`` table with per-receiver bookkeeping and TTL reclaim."""
+
+    def __init__(self, readers: int, ttl_s: float, on_reclaim: Callable[[int], None]) -> None:
+        self._readers = readers
+        self._ttl_s = ttl_s
+        self._on_reclaim = on_reclaim
+        self._entries: dict[str, OutboundEntry] = {}
+        self._lock = threading.Lock()
+
+    def add(self, entry: OutboundEntry) -> None:
+        """Publish ``entry``, retiring an earlier entry under the same key."""
+        with self._lock:
+            previous = self._entries.pop(entry.key, None)
+            self._entries[entry.key] = entry
+            release = self._retire(previous) if previous is not None else None
+        _release(release)
+
+    def find(self, key: str) -> OutboundEntry | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def begin_pull(self, key: str, receiver: str) -> OutboundEntry | str:
+        """Claim ``key`` for one pull by ``receiver``; an error code if it may not pull it now."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return wire.NOT_FOUND
+            if receiver in entry.served:
+                return wire.ALREADY_DELIVERED
+            if receiver in entry.pulling:
+                return wire.IN_PROGRESS
+            entry.pulling.add(receiver)
+            return entry
+
+    def end_pull(self, entry: OutboundEntry, receiver: str, delivered: bool) -> None:
+        """Finish a pull; the entry is freed once ``readers`` receivers have it (or if it was retired meanwhile)."""
+        with self._lock:
+            entry.pulling.discard(receiver)
+            if delivered:
+                entry.served.add(receiver)
+            release = None
+            if len(entry.served) >= self._readers and self._entries.get(entry.key) is entry:
+                del self._entries[entry.key]
+                release = self._retire(entry)
+            elif entry.retired and not entry.pulling:
+                release = entry
+        _release(release)
+
+    def discard(self, matches: Callable[[OutboundEntry], bool]) -> int:
+        """Retire every entry ``matches`` selects; return how many."""
+        with self._lock:
+            chosen = [e for e in self._entries.values() if matches(e)]
+            releases = [self._retire(self._entries.pop(e.key)) for e in chosen]
+        for entry in releases:
+            _release(entry)
+        return len(chosen)
+
+    def reclaim_expired(self, now: float | None = None) -> int:
+        """Retire entries older than the TTL that no pull is writing from; return how many were freed."""
+        if self._ttl_s <= 0:
+            return 0
+        limit = (time.monotonic() if now is None else now) - self._ttl_s
+        count = self.discard(lambda e: e.created <= limit and not e.pulling)
+        if count:
+            self._on_reclaim(count)
+        return count
+
+    def close(self) -> None:
+        """Retire everything (buffers being pulled are freed when their pull ends)."""
+        self.discard(lambda e: True)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "outbox_entries": len(self._entries),
+                "in_flight": sum(len(e.pulling) for e in self._entries.values()),
+            }
+
+    @staticmethod
+    def _retire(entry: OutboundEntry) -> OutboundEntry | None:
+        """Mark ``entry`` retired (lock held); return it if its buffer can be freed right away."""
+        entry.retired = True
+        return entry if not entry.pulling else None
+
+
+def _release(entry: OutboundEntry | None) -> None:
+    if entry is not None and entry.owned:
+        entry.buffer.release()

@@ -1,0 +1,235 @@
+"""The ZMQ side channel: a sender's ROUTER listener and a receiver's REQ client."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import zmq
+
+from . import wire
+
+logger = logging.getLogger(__name__)
+
+#: Threads running pulls (each blocks in a TransferEngine write with the GIL released).
+PULL_WORKERS = 4
+
+
+class SideChannelServer:
+    """A ROUTER socket on ``host:port`` (0 = any free port) answering requests from its own thread.
+
+    Queries are answered inline by ``on_query``; pulls run on a thread pool through ``on_pull(request,
+    received_at)``.  ``on_tick`` runs about every ``tick_s`` seconds.  Malformed messages are answered with
+    an error and counted by ``on_malformed``; nothing a peer sends stops the listener.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        host: str,
+        port: int,
+        *,
+        on_query: Callable[[wire.Query], dict[str, Any]],
+        on_pull: Callable[[wire.Pull, float], dict[str, Any]],
+        on_tick: Callable[[], None],
+        on_malformed: Callable[[], None],
+        tick_s: float,
+    ) -> None:
+        self._on_query, self._on_pull, self._on_tick, self._on_malformed = on_query, on_pull, on_tick, on_malformed
+        self._tick_s = tick_s
+        self._socket = ctx.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        try:
+            if port == 0:
+                self.port = self._socket.bind_to_random_port(f"tcp://{host}")
+            else:
+                self._socket.bind(f"tcp://{host}:{port}")
+                self.port = port
+        except zmq.ZMQError as exc:
+            self._socket.close()
+            raise RuntimeError(f"cannot bind the side channel to tcp://{host}:{port}: {exc}") from exc
+        self._replies: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self._pulls = ThreadPoolExecutor(PULL_WORKERS, thread_name_prefix=f"mooncake-te-pull-{self.port}")
+        self._closing = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"mooncake-te-listener-{self.port}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Refuse new requests, let running pulls finish and answer them, then stop."""
+        self._closing.set()
+        self._pulls.shutdown(wait=True)
+        self._stopped.set()
+        self._wake()
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._socket.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    # -- listener thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._wake_read, zmq.POLLIN)
+        next_tick = time.monotonic() + self._tick_s
+        while not self._stopped.is_set():
+            try:
+                ready = dict(poller.poll(max(1, int((next_tick - time.monotonic()) * 1000))))
+                if self._socket in ready:
+                    self._receive_all()
+                if self._wake_read in ready:
+                    self._drain_wake()
+                self._send_replies()
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self._tick_s
+                    self._on_tick()
+            except zmq.ContextTerminated:
+                return
+            except Exception:  # the listener must outlive any bug in a handler
+                logger.exception("Mooncake TE side channel on port %d: listener error", self.port)
+
+    def _receive_all(self) -> None:
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle(frames)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 3 or frames[1] != b"":
+            self._on_malformed()
+            if len(frames) >= 2:
+                self._reply(frames[0], wire.error_reply(wire.MALFORMED, f"expected one frame, got {len(frames) - 1}"))
+            return
+        identity, payload = frames[0], frames[2]
+        try:
+            request = wire.decode_request(payload)
+        except wire.MalformedMessage as exc:
+            self._on_malformed()
+            self._reply(identity, wire.error_reply(wire.MALFORMED, str(exc)))
+            return
+        if self._closing.is_set():
+            self._reply(identity, wire.error_reply(wire.CLOSING, "the sender is closing"))
+        elif isinstance(request, wire.Query):
+            self._reply(identity, self._on_query(request))
+        else:
+            try:
+                future = self._pulls.submit(self._on_pull, request, time.monotonic())
+            except RuntimeError:  # close() shut the pool down since the check above
+                self._reply(identity, wire.error_reply(wire.CLOSING, "the sender is closing"))
+                return
+            future.add_done_callback(lambda done, who=identity: self._post(who, done))
+
+    def _post(self, identity: bytes, done: Future[dict[str, Any]]) -> None:
+        """Worker side: queue the reply and wake the listener (sockets are touched by the listener only)."""
+        error = done.exception()
+        if error is not None:
+            logger.error("Mooncake TE side channel on port %d: pull failed: %r", self.port, error)
+        reply = wire.error_reply(wire.INTERNAL, repr(error)) if error is not None else done.result()
+        self._replies.put((identity, wire.encode_reply(reply)))
+        self._wake()
+
+    def _reply(self, identity: bytes, reply: dict[str, Any]) -> None:
+        self._replies.put((identity, wire.encode_reply(reply)))
+
+    def _send_replies(self) -> None:
+        while True:
+            try:
+                identity, body = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._socket.send_multipart([identity, b"", body], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # the peer is gone or its queue is full: it will time out
+                logger.debug("side channel reply dropped: %s", exc)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending, or the pipe is closed during shutdown
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
+class SideChannelError(RuntimeError):
+    """A request to a sender could not be sent or answered in time (``timed_out`` tells which)."""
+
+    def __init__(self, message: str, *, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+class SideChannelClient:
+    """REQ sockets to senders, one per (thread, endpoint); one that failed or timed out is replaced."""
+
+    def __init__(self, ctx: zmq.Context) -> None:
+        self._ctx = ctx
+        self._local = threading.local()
+        self._sockets: list[zmq.Socket] = []
+        self._lock = threading.Lock()
+
+    def request(self, endpoint: tuple[str, int], request: wire.Query | wire.Pull, timeout_s: float) -> dict[str, Any]:
+        """Send ``request`` to the sender at ``endpoint`` and return its reply within ``timeout_s``."""
+        sock = self._socket(endpoint)
+        timeout_ms = max(1, int(timeout_s * 1000))
+        try:
+            sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
+            sock.send(wire.encode_request(request))
+            if not sock.poll(timeout_ms, zmq.POLLIN):
+                raise SideChannelError(f"no answer from {_url(endpoint)} within {timeout_s:.1f} s", timed_out=True)
+            return wire.decode_reply(sock.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            self._evict(endpoint, sock)
+            raise SideChannelError(f"could not send to {_url(endpoint)} within {timeout_s:.1f} s", timed_out=True)
+        except (SideChannelError, wire.MalformedMessage, zmq.ZMQError) as exc:
+            self._evict(endpoint, sock)
+            if isinstance(exc, SideChannelError):
+                raise
+            raise SideChannelError(f"side channel to {_url(endpoint)} failed: {exc}", timed_out=False) from exc
+
+    def _socket(self, endpoint: tuple[str, int]) -> zmq.Socket:
+        cache: dict[tuple[str, int], zmq.Socket] = self._local.__dict__.setdefault("sockets", {})
+        sock = cache.get(endpoint)
+        if sock is None:
+            sock = self._ctx.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(_url(endpoint))
+            cache[endpoint] = sock
+            with self._lock:
+                self._sockets.append(sock)
+        return sock
+
+    def _evict(self, endpoint: tuple[str, int], sock: zmq.Socket) -> None:
+        """A REQ socket whose request failed is stuck mid-exchange: close it; the next call opens a new one."""
+        self._local.__dict__.get("sockets", {}).pop(endpoint, None)
+        with self._lock:
+            if sock in self._sockets:
+                self._sockets.remove(sock)
+        sock.close(linger=0)
+
+    def close(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close(linger=0)
+
+
+def _url(endpoint: tuple[str, int]) -> str:
+    host, port = endpoint
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"

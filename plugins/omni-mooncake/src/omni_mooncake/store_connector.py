@@ -1,0 +1,223 @@
+"""``MooncakeStoreConnector``: payloads in a Mooncake distributed store, addressed by key."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from typing import Any, ContextManager
+
+import numpy as np
+
+from omni_core import OmniConnectorBase, OmniSerializer, SerializationError, validate_key
+
+from .config import resolve_settings
+from .hooks import STORE_REGISTRATION
+from .local_pool import LocalBufferPool
+from .metrics import Counters
+from .raw_payload import host_address, layout_of, rebuild
+from .store_client import StoreClient, StoreError, StoreSettings
+from .store_values import DIRECT_MIN_BYTES, data_key, decode_descriptor, encode_descriptor
+
+logger = logging.getLogger(__name__)
+
+#: Longest pause between two looks for a key that has not appeared yet.
+MAX_POLL_INTERVAL_S = 0.05
+
+
+class MooncakeStoreConnector(OmniConnectorBase):
+    """Mooncake-based distributed connector: any process that knows the key can read the payload.
+
+    Keys are stored as ``{key}@{from}_{to}`` with a soft-pinned replicate config.  Reads are persistent:
+    a payload stays until :meth:`cleanup` removes it (or the store evicts it under memory pressure).
+    A second ``put`` of the same key replaces the value.  ``get`` waits up to ``get_timeout_s`` for a
+    key to appear (``get_with_deadline`` until its deadline); the ``metadata`` argument is not needed.
+    Tensors and arrays returned by ``get`` are views of the connector's registered local buffer, which
+    gets them back once they are dropped.
+    """
+
+    capabilities = STORE_REGISTRATION.capabilities
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self._client: StoreClient | None = None
+        self._pool: LocalBufferPool | None = None
+        self.config = resolve_settings(STORE_REGISTRATION, config)
+        self.host: str = self.config["host"]
+        self.metadata: str = self.config["metadata_server"]
+        self.master: str = self.config["master"]
+        self.segment: int = self.config["segment"]
+        self.localbuf: int = self.config["localbuf"]
+        self.proto: str = self.config["proto"]
+        self.rdma: str = self.config["rdma"]
+        self.get_timeout_s = float(self.config["get_timeout_s"])
+        settings = StoreSettings(
+            self.host, self.metadata, self.master, self.segment, self.proto, self.rdma,
+            float(self.config["setup_timeout_s"]),
+        )  # fmt: skip
+        self._counters = Counters("puts", "gets", "bytes_transferred", "errors", "timeouts")
+        self._client = StoreClient(settings)
+        try:
+            self._pool = LocalBufferPool(self.localbuf, self._client.register, self._client.unregister)
+        except BaseException:
+            self._client.close()
+            raise
+
+    # -- contract -----------------------------------------------------------------------------
+    def put(self, from_stage: str, to_stage: str, put_key: str, data: Any) -> tuple[bool, int, dict[str, Any] | None]:
+        """Store ``data`` under ``put_key`` for the edge; returns ``(ok, size, None)`` (the key is the rendezvous)."""
+        validate_key(put_key)
+        client, pool = self._open()
+        key = self._make_key(put_key, str(from_stage), str(to_stage))
+        try:
+            size = self._write(client, pool, key, data)
+        except (StoreError, SerializationError, TypeError, ValueError, MemoryError) as exc:
+            self._counters.add("errors")
+            logger.error("MooncakeStoreConnector: put of %r failed: %s", key, exc)
+            return False, 0, None
+        self._counters.add("puts")
+        self._counters.add("bytes_transferred", size)
+        return True, size, None
+
+    def get(
+        self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
+    ) -> tuple[Any, int] | None:
+        """``(payload, size)`` once ``get_key`` is in the store (waiting up to ``get_timeout_s``), else None."""
+        return self.get_with_deadline(
+            from_stage, to_stage, get_key, metadata, deadline=time.monotonic() + self.get_timeout_s
+        )
+
+    def get_with_deadline(
+        self,
+        from_stage: str,
+        to_stage: str,
+        get_key: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        deadline: float,
+    ) -> tuple[Any, int] | None:
+        """Like :meth:`get`, waiting until ``deadline`` (``time.monotonic()``); a store failure ends the wait."""
+        validate_key(get_key)
+        client, pool = self._open()
+        key = self._make_key(get_key, str(from_stage), str(to_stage))
+        delay = 0.001
+        while True:
+            try:
+                result = self._read(client, pool, key)
+            except (StoreError, SerializationError, ValueError) as exc:
+                self._counters.add("errors")
+                logger.error("MooncakeStoreConnector: get of %r failed: %s", key, exc)
+                return None
+            if result is not None:
+                self._counters.add("gets")
+                self._counters.add("bytes_transferred", result[1])
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._counters.add("timeouts")
+                return None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_POLL_INTERVAL_S)
+
+    def cleanup(self, request_id: str, from_stage: str | None = None, to_stage: str | None = None) -> None:
+        """Remove ``request_id`` from the store: on one edge when both stages are given, else on every edge."""
+        if (from_stage is None) != (to_stage is None):
+            raise ValueError("cleanup needs both from_stage and to_stage, or neither")
+        client, _ = self._open()
+        try:
+            if from_stage is None:
+                client.remove_matching(f"^{_regex_literal(request_id)}@[^@]*$")
+            else:
+                key = self._make_key(request_id, str(from_stage), str(to_stage))
+                client.remove([key, data_key(key)])
+        except StoreError as exc:
+            self._counters.add("errors")
+            logger.error("MooncakeStoreConnector: cleanup of %r failed: %s", request_id, exc)
+
+    def health(self) -> dict[str, Any]:
+        """Status from the store client and a probe of the master, plus counters and local-buffer use."""
+        report: dict[str, Any] = {
+            "status": "healthy",
+            "host": self.host,
+            "metadata_server": self.metadata,
+            "master": self.master,
+            "protocol": self.proto,
+            "pool_device": "cpu",
+            "pool_size": self.localbuf,
+            **self._counters.snapshot(),
+        }
+        if self.closed or self._client is None or self._pool is None:
+            return {**report, "status": "unhealthy", "error": "connector is closed"}
+        problem = self._client.problem()
+        if problem is not None:
+            report.update(status="unhealthy", error=problem)
+        report.update(segment_name=self._client.hostname, pool_used_bytes=self._pool.used_bytes)
+        return report
+
+    def close(self) -> None:
+        """Unregister the local buffer and close the store client (about 2 s; longer if the master is gone)."""
+        pool, client = self._pool, self._client
+        self._pool = self._client = None
+        if pool is not None:
+            pool.close()
+        if client is not None:
+            client.close()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _open(self) -> tuple[StoreClient, LocalBufferPool]:
+        client, pool = self._client, self._pool
+        if client is None or pool is None:
+            raise RuntimeError("MooncakeStoreConnector is closed")
+        return client, pool
+
+    @staticmethod
+    def _write(client: StoreClient, pool: LocalBufferPool, key: str, data: Any) -> int:
+        """Write ``data`` under ``key`` (direct layout when it pays, else framed); return its size."""
+        layout = layout_of(data, arrays=True)
+        source = host_address(data) if layout is not None and layout.nbytes >= DIRECT_MIN_BYTES else None
+        if layout is not None and source is not None:
+            descriptor = np.frombuffer(encode_descriptor(layout), dtype=np.uint8)
+            address = source[0]
+            with client.registered(address, layout.nbytes), client.registered(descriptor.ctypes.data, descriptor.size):
+                client.put([(data_key(key), address, layout.nbytes), (key, descriptor.ctypes.data, descriptor.size)])
+            return layout.nbytes
+        payload = OmniSerializer.prepare(data)
+        region, pooled = pool.region(payload.nbytes)
+        payload.write_into(region)
+        with _registered_unless(pooled, client, region):
+            client.put([(key, region.ctypes.data, payload.nbytes)])
+        return payload.nbytes
+
+    @staticmethod
+    def _read(client: StoreClient, pool: LocalBufferPool, key: str) -> tuple[Any, int] | None:
+        """``(payload, size)`` under ``key``, or None if it is not (completely) there."""
+        size = client.size(key)
+        if size is None:
+            return None
+        value = _fetch(client, pool, key, size)
+        if value is None:
+            return None
+        layout = decode_descriptor(value)
+        if layout is None:
+            return OmniSerializer.deserialize(value, zero_copy=True), size
+        data = _fetch(client, pool, data_key(key), layout.nbytes)
+        if data is None:
+            return None  # the descriptor is visible before its data has landed, or the data was removed
+        return rebuild(layout, data, copy=False), layout.nbytes
+
+
+def _fetch(client: StoreClient, pool: LocalBufferPool, key: str, size: int) -> np.ndarray | None:
+    """Read the ``size``-byte object ``key`` into a local-buffer region (None if it is gone)."""
+    region, pooled = pool.region(size)
+    with _registered_unless(pooled, client, region):
+        found = client.read_into(key, region.ctypes.data, size)
+    return region if found else None
+
+
+def _registered_unless(pooled: bool, client: StoreClient, region: np.ndarray) -> ContextManager[None]:
+    """Pool memory is registered already; temporary memory is registered for the call where needed."""
+    return nullcontext() if pooled else client.registered(region.ctypes.data, region.size)
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` escaped for the master's (ECMAScript) regular expressions."""
+    return "".join(c if c.isalnum() or c == "_" or ord(c) > 127 else "\\" + c for c in text)

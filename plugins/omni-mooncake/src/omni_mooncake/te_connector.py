@@ -1,0 +1,376 @@
+"""``MooncakeTransferEngineConnector``: point-to-point transfers between registered memory pools."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import weakref
+from typing import Any
+
+import zmq
+
+from omni_core import Delivery, ManagedBuffer, OmniConnectorBase, OmniSerializer, SerializationError, validate_key
+
+from . import wire
+from .config import resolve_settings
+from .engine import QUERY_TIMEOUT_S, pull_timeout_s, start_engine
+from .hooks import TE_REGISTRATION
+from .metrics import Counters
+from .netutil import resolve_host
+from .outbox import Outbox, OutboundEntry
+from .raw_payload import RawLayout, layout_of
+from .side_channel import SideChannelClient, SideChannelError, SideChannelServer
+from .te_pool import ReceivedBuffer, RegisteredPool, fill, synchronize
+from .te_sender import SenderService
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("sender", "receiver")
+#: Longest pause between two polls of a sender in ``get_with_deadline``.
+MAX_POLL_INTERVAL_S = 0.05
+
+Endpoint = tuple[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Incoming:
+    """What a receiver knows about a payload before pulling it."""
+
+    endpoint: Endpoint
+    size: int
+    layout: RawLayout | None  #: None for a serialized object
+
+
+class MooncakeTransferEngineConnector(OmniConnectorBase):
+    """OmniConnector over the Mooncake TransferEngine with a registered memory pool (host or CUDA, RDMA or TCP).
+
+    The sender copies each payload once into its pool (zero copies for a ``ManagedBuffer`` of the same
+    pool, see :meth:`allocate`) and answers on a ZMQ side channel; a receiver asks the sender to write it
+    into its own pool.  ``put`` returns metadata ``{source_host, source_port, data_size, is_fast_path,
+    raw_layout?}`` for the receiver.  ``get`` accepts that metadata, partial metadata (``source_host`` and
+    ``source_port`` only: the sender is asked for the rest, so one receiver can pull from N senders),
+    ``{"sender_rank": r}`` (a sender set with :meth:`update_sender_info`), or none (the default sender).
+
+    Tensors and bytes come back as a :class:`ReceivedBuffer` (``is_fast_path``): call ``payload()`` to
+    rebuild them and ``release()`` when done.  Other objects are serialized and come back deserialized.
+
+    Topology: each key goes to ``readers`` distinct receivers (default 1), one pull each, then its buffer
+    is freed; 1 receiver <- N senders works through partial metadata.  Buffers nobody pulls are reclaimed
+    after ``buffer_ttl_seconds``, never while a pull is writing from them (pulls are bounded by the
+    engine's transfer timeout, so a receiver that dies mid-transfer cannot pin a buffer forever).
+    """
+
+    capabilities = TE_REGISTRATION.capabilities
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self._finalizer: weakref.finalize | None = None
+        self.config = resolve_settings(TE_REGISTRATION, config)
+        role = str(self.config.get("role") or "sender").lower()
+        if role not in ROLES:
+            raise ValueError(f"role must be 'sender' or 'receiver', got {self.config.get('role')!r}")
+        self.role = role
+        self.can_put = role == "sender"
+        self.host = resolve_host(self.config["host"])
+        self.protocol: str = self.config["protocol"]
+        self.device_name: str = self.config["device_name"]
+        self.pool_size: int = self.config["memory_pool_size"]
+        self.pool_device: str = self.config["memory_pool_device"]
+        self.buffer_ttl_seconds = float(self.config["buffer_ttl_seconds"])
+        self.readers: int = self.config["readers"]
+        if self.readers < 1:
+            raise ValueError(f"readers must be >= 1, got {self.readers}")
+        if self.readers > 1:
+            self.capabilities = dataclasses.replace(self.capabilities, delivery=Delivery.BROADCAST)  # type: ignore[misc]
+        self.sender_host: str | None = self.config["sender_host"]
+        self.sender_zmq_port: int | None = self.config["sender_zmq_port"]
+        self._rank_senders: dict[int, Endpoint] = {}
+        self._counters = Counters(
+            "puts", "gets", "bytes_transferred", "errors", "timeouts", "malformed_messages", "reclaimed_buffers",
+            "failed_transfers",
+        )  # fmt: skip
+
+        self.engine, self.rpc_port = start_engine(self.host, self.protocol, self.device_name)
+        self.pool = RegisteredPool(self.engine, self.pool_size, self.pool_device)
+        counters = self._counters  # callbacks must not hold the connector, or it could never be collected
+        self._outbox = Outbox(self.readers, self.buffer_ttl_seconds, lambda n: counters.add("reclaimed_buffers", n))
+        self._ctx = zmq.Context()
+        self._client = SideChannelClient(self._ctx)
+        try:
+            self._server = self._start_server() if self.can_put else None
+        except BaseException:
+            _shutdown(self._ctx, self._client, self._outbox, self.pool, None)
+            raise
+        self.zmq_port = self._server.port if self._server is not None else None
+        self._finalizer = weakref.finalize(self, _shutdown, self._ctx, self._client, self._outbox, self.pool, self._server)
+
+    def _start_server(self) -> SideChannelServer:
+        port = self.config["zmq_port"]
+        if isinstance(port, str):
+            port = 0 if port.strip().lower() in ("auto", "") else int(port)
+        service = SenderService(self.engine, self._outbox, self._counters)
+        counters, ttl = self._counters, self.buffer_ttl_seconds
+        return SideChannelServer(
+            self._ctx,
+            self.host,
+            port,
+            on_query=service.query,
+            on_pull=service.pull,
+            on_tick=self._outbox.reclaim_expired,
+            on_malformed=lambda: counters.add("malformed_messages"),
+            tick_s=min(max(ttl / 4, 0.05), 5.0) if ttl > 0 else 5.0,
+        )
+
+    # -- producer side --------------------------------------------------------------------------
+    def allocate(self, size: int) -> ManagedBuffer:
+        """A slice of this connector's registered pool: fill it and ``put`` it to send with zero copies."""
+        self._check_open()
+        return self.pool.allocate(size)
+
+    def put(self, from_stage: str, to_stage: str, put_key: str, data: Any) -> tuple[bool, int, dict[str, Any] | None]:
+        """Expose ``data`` for receivers; returns ``(ok, size, metadata)`` (see the class docstring)."""
+        validate_key(put_key)
+        self._check_open()
+        if not self.can_put:
+            logger.warning("MooncakeTransferEngineConnector: put on a receiver (key %r) ignored", put_key)
+            return False, 0, None
+        key = self._make_key(put_key, str(from_stage), str(to_stage))
+        try:
+            entry = self._stage_with_reclaim(key, put_key, data)
+        except (MemoryError, SerializationError, TypeError, ValueError) as exc:
+            self._counters.add("errors")
+            logger.error("MooncakeTransferEngineConnector: put of %r failed: %s", key, exc)
+            return False, 0, None
+        self._outbox.add(entry)
+        self._counters.add("puts")
+        metadata: dict[str, Any] = {
+            "source_host": self.host,
+            "source_port": self.zmq_port,
+            "data_size": entry.size,
+            "is_fast_path": entry.layout is not None,
+        }
+        if entry.layout is not None:
+            metadata["raw_layout"] = entry.layout.to_wire()
+        return True, entry.size, metadata
+
+    def _stage_with_reclaim(self, key: str, request_id: str, data: Any) -> OutboundEntry:
+        try:
+            return self._stage(key, request_id, data)
+        except MemoryError:
+            if not self._outbox.reclaim_expired():
+                raise
+            return self._stage(key, request_id, data)
+
+    def _stage(self, key: str, request_id: str, data: Any) -> OutboundEntry:
+        """Put ``data`` into the pool (or adopt a buffer already there) as an outbox entry."""
+        if isinstance(data, ManagedBuffer) and self.pool.owns(data) and not data.released:
+            layout = data.layout if isinstance(data, ReceivedBuffer) else _bytes_layout(data.size)
+            return OutboundEntry(key, request_id, data, owned=False, size=data.size, layout=layout)
+        if isinstance(data, ManagedBuffer):
+            data = data.tensor
+        layout = layout_of(data, arrays=False)
+        if layout is not None:
+            buffer = self.pool.allocate(layout.nbytes)
+            try:
+                fill(buffer, data)
+            except BaseException:
+                buffer.release()
+                raise
+            return OutboundEntry(key, request_id, buffer, owned=True, size=layout.nbytes, layout=layout)
+        payload = OmniSerializer.prepare(data)
+        buffer = self.pool.allocate(payload.nbytes)
+        try:
+            if buffer.tensor.is_cuda:
+                fill(buffer, payload.to_bytes())
+            else:
+                payload.write_into(buffer.tensor.numpy())
+        except BaseException:
+            buffer.release()
+            raise
+        return OutboundEntry(key, request_id, buffer, owned=True, size=payload.nbytes, layout=None)
+
+    def cleanup(self, request_id: str, from_stage: str | None = None, to_stage: str | None = None) -> None:
+        """Free what this sender holds for ``request_id``: on one edge when both stages are given, else all."""
+        if (from_stage is None) != (to_stage is None):
+            raise ValueError("cleanup needs both from_stage and to_stage, or neither")
+        if from_stage is not None:
+            key = self._make_key(request_id, str(from_stage), str(to_stage))
+            self._outbox.discard(lambda e: e.key == key)
+        else:
+            self._outbox.discard(lambda e: request_id in (e.key, e.request_id))
+
+    # -- consumer side ---------------------------------------------------------------------------
+    def update_sender_info(self, sender_host: str, sender_zmq_port: int, sender_rank: int | None = None) -> None:
+        """Set the default sender (``sender_rank`` None) or the sender of one rank (``{"sender_rank": r}``)."""
+        if sender_rank is None:
+            self.sender_host, self.sender_zmq_port = sender_host, int(sender_zmq_port)
+        else:
+            self._rank_senders[int(sender_rank)] = (sender_host, int(sender_zmq_port))
+
+    def get(
+        self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
+    ) -> tuple[Any, int] | None:
+        """Pull ``get_key`` from its sender: ``(payload, size)``, or None if it is not there (yet) or failed."""
+        return self._get(from_stage, to_stage, get_key, metadata, QUERY_TIMEOUT_S)
+
+    def get_with_deadline(
+        self,
+        from_stage: str,
+        to_stage: str,
+        get_key: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        deadline: float,
+    ) -> tuple[Any, int] | None:
+        """Poll the sender until the payload is there or ``deadline`` passes; a started pull always finishes."""
+        delay = 0.0005
+        while True:
+            remaining = deadline - time.monotonic()
+            result = self._get(from_stage, to_stage, get_key, metadata, min(QUERY_TIMEOUT_S, max(remaining, 0.01)))
+            remaining = deadline - time.monotonic()
+            if result is not None or remaining <= 0:
+                return result
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_POLL_INTERVAL_S)
+
+    def _get(
+        self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None, query_timeout: float
+    ) -> tuple[Any, int] | None:
+        validate_key(get_key)
+        self._check_open()
+        key = self._make_key(get_key, str(from_stage), str(to_stage))
+        try:
+            incoming = self._incoming(key, metadata, query_timeout)
+            if incoming is None:
+                return None
+            result = self._pull(key, incoming)
+        except SideChannelError as exc:
+            self._counters.add("timeouts" if exc.timed_out else "errors")
+            logger.warning("MooncakeTransferEngineConnector: get of %r: %s", key, exc)
+            return None
+        except (MemoryError, ValueError, SerializationError) as exc:
+            self._counters.add("errors")
+            logger.error("MooncakeTransferEngineConnector: get of %r failed: %s", key, exc)
+            return None
+        if result is not None:
+            self._counters.add("gets")
+            self._counters.add("bytes_transferred", incoming.size)
+        return result
+
+    def _incoming(self, key: str, metadata: dict[str, Any] | None, query_timeout: float) -> _Incoming | None:
+        """Resolve the sender and the payload's size and kind from ``metadata`` (asking the sender if needed)."""
+        endpoint = self._endpoint(metadata or {})
+        if metadata and "data_size" in metadata:
+            size = int(metadata["data_size"])
+            if size <= 0:
+                return None
+            layout = None
+            if metadata.get("is_fast_path"):
+                raw = metadata.get("raw_layout")
+                layout = RawLayout.from_wire(raw, size) if raw is not None else _bytes_layout(size)
+            return _Incoming(endpoint, size, layout)
+        reply = self._client.request(endpoint, wire.Query(key), query_timeout)
+        if not reply["ok"]:
+            return None
+        size = reply.get("size")
+        if type(size) is not int or size <= 0:
+            raise ValueError(f"sender {endpoint} sent a bad size {size!r}")
+        raw = reply.get("layout")
+        return _Incoming(endpoint, size, RawLayout.from_wire(raw, size) if raw is not None else None)
+
+    def _endpoint(self, metadata: dict[str, Any]) -> Endpoint:
+        host, port = metadata.get("source_host"), metadata.get("source_port")
+        if host is not None or port is not None:
+            if host is None or port is None or str(host).lower() in ("auto", ""):
+                raise ValueError(f"metadata needs both source_host and source_port, got {metadata!r:.200}")
+            return str(host), int(port)
+        if "sender_rank" in metadata:
+            rank = int(metadata["sender_rank"])
+            if rank not in self._rank_senders:
+                raise ValueError(f"no sender known for rank {rank}; call update_sender_info(host, port, {rank})")
+            return self._rank_senders[rank]
+        if self.sender_host is None or self.sender_zmq_port is None or self.sender_host.lower() == "auto":
+            raise RuntimeError(
+                "MooncakeTransferEngineConnector.get without metadata needs a default sender: pass the metadata "
+                "put() returned, or set sender_host/sender_zmq_port (update_sender_info)"
+            )
+        return self.sender_host, self.sender_zmq_port
+
+    def _pull(self, key: str, incoming: _Incoming) -> tuple[Any, int] | None:
+        """Have the sender write the payload into a fresh pool slice, then hand it out or deserialize it."""
+        if incoming.layout is not None:
+            buffer: ManagedBuffer = self.pool.allocate_received(incoming.layout)
+        else:
+            buffer = self.pool.allocate(incoming.size)
+        try:
+            timeout = pull_timeout_s(incoming.size)
+            request = wire.Pull(key, f"{self.host}:{self.rpc_port}", buffer.data_ptr, incoming.size, int(timeout * 1000))
+            reply = self._client.request(incoming.endpoint, request, timeout)
+            if not reply["ok"]:
+                if reply.get("error") != wire.NOT_FOUND:
+                    self._counters.add("errors")
+                    logger.warning("sender %s refused %r: %s %s", incoming.endpoint, key, reply.get("error"),
+                                   reply.get("detail", ""))
+                buffer.release()
+                return None
+            synchronize(buffer.tensor)
+            if incoming.layout is not None:
+                return buffer, incoming.size
+            frame = buffer.to_bytes() if buffer.tensor.is_cuda else buffer.tensor.numpy()
+            obj = OmniSerializer.deserialize(frame, zero_copy=False)
+        except BaseException:
+            buffer.release()
+            raise
+        buffer.release()
+        return obj, incoming.size
+
+    # -- status ----------------------------------------------------------------------------------
+    def get_connection_info(self) -> dict[str, Any]:
+        """Where receivers reach this connector: ``{host, zmq_port, rpc_port, can_put}``."""
+        return {"host": self.host, "zmq_port": self.zmq_port, "rpc_port": self.rpc_port, "can_put": self.can_put}
+
+    def health(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "status": "healthy",
+            "role": self.role,
+            "host": self.host,
+            "zmq_port": self.zmq_port,
+            "rpc_port": self.rpc_port,
+            "metadata_server": None,
+            "master": None,
+            "protocol": self.protocol,
+            "pool_device": self.pool_device,
+            "pool_size": self.pool_size,
+            "pool_used_bytes": self.pool.allocator.used_bytes,
+            **self._outbox.stats(),
+            **self._counters.snapshot(),
+        }
+        if self.closed:
+            report.update(status="unhealthy", error="connector is closed")
+        return report
+
+    def close(self) -> None:
+        """Stop the listener (running pulls finish first), free every buffer, unregister the pool."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("MooncakeTransferEngineConnector is closed")
+
+
+def _bytes_layout(size: int) -> RawLayout:
+    """Layout of an untyped buffer: a flat uint8 tensor."""
+    return RawLayout("tensor", "uint8", (size,), size)
+
+
+def _shutdown(
+    ctx: zmq.Context, client: SideChannelClient, outbox: Outbox, pool: RegisteredPool, server: SideChannelServer | None
+) -> None:
+    """Tear a connector down in order; also run when one is garbage-collected without close()."""
+    if server is not None:
+        server.close()
+    outbox.close()
+    client.close()
+    ctx.destroy(linger=0)
+    pool.close()

@@ -1,0 +1,203 @@
+"""MooncakeStoreConnector against a real master, with a second client in a child process."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from conftest import MiB, store_extra
+from mooncake_procs import ConnectorProcess, MooncakeMaster, free_port
+from payloads import build, digest
+
+from omni_core import ConnectorSpec, OmniConnectorFactory
+from omni_core.testing import checksum
+from omni_mooncake.store_connector import MooncakeStoreConnector
+
+EDGE = ("0", "1")
+NAME = "MooncakeStoreConnector"
+
+
+def new_key(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def store(master: MooncakeMaster) -> Iterator[MooncakeStoreConnector]:
+    """The test process's client: its local buffer holds a 256 MiB result."""
+    connector = OmniConnectorFactory.create_connector(
+        ConnectorSpec(NAME, store_extra(master, localbuf=288 * MiB, get_timeout_s=0.5))
+    )
+    assert isinstance(connector, MooncakeStoreConnector)
+    yield connector
+    connector.close()
+
+
+@pytest.fixture(scope="module")
+def peer(master: MooncakeMaster) -> Iterator[ConnectorProcess]:
+    """A second client in another process; its segment is the one that can hold 256 MiB."""
+    with ConnectorProcess(NAME, store_extra(master, segment=400 * MiB, localbuf=64 * MiB)) as child:
+        yield child
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "request_dict"},
+        {"kind": "tensor_bfloat16"},
+        {"kind": "tensor_noncontiguous"},
+        {"kind": "ndarray"},
+        {"kind": "bytes"},
+        {"kind": "empty_bytes"},
+        {"kind": "tuple"},
+        {"tensor_bytes": 8 * MiB, "seed": 1},  # direct layout
+        {"bytes": 5 * MiB, "seed": 2},  # direct layout
+    ],
+    ids=lambda spec: next(iter(spec.values())) if "kind" in spec else f"{next(iter(spec))}-{spec[next(iter(spec))]}",
+)
+def test_payloads_cross_processes_both_ways(
+    store: MooncakeStoreConnector, peer: ConnectorProcess, spec: dict[str, Any]
+) -> None:
+    key = new_key("kinds")
+    answer = peer.put(key, spec)
+    assert answer["ok"] and answer["metadata"] is None
+    result = store.get(*EDGE, key)
+    assert result is not None
+    assert checksum(result[0]) == digest(spec) and result[1] == answer["size"]
+
+    back = new_key("back")
+    ok, size, _ = store.put(*EDGE, back, build(spec))
+    assert ok
+    got = peer.get(back)
+    assert got["found"] and got["checksum"] == digest(spec) and got["size"] == size
+    store.cleanup(key)
+    store.cleanup(back)
+
+
+def test_256mib_tensor_arrives_intact(store: MooncakeStoreConnector, peer: ConnectorProcess) -> None:
+    """Written from the peer's own memory, read in lease-sized chunks (the master's lease is 200 ms)."""
+    spec = {"tensor_bytes": 256 * MiB, "seed": 7}
+    key = new_key("big")
+    answer = peer.put(key, spec)
+    assert answer["ok"] and answer["size"] == 256 * MiB
+    result = store.get_with_deadline(*EDGE, key, deadline=float("inf"))
+    assert result is not None and result[1] == 256 * MiB
+    assert checksum(result[0]) == digest(spec)
+    del result
+    store.cleanup(key)
+    assert store.get(*EDGE, key) is None
+
+
+def test_concurrent_puts_are_all_readable(store: MooncakeStoreConnector, peer: ConnectorProcess) -> None:
+    specs = {new_key(f"conc{i}"): ({"tensor_bytes": 6 * MiB, "seed": i} if i % 2 else {"kind": "tensor_in_dict"})
+             for i in range(8)}  # fmt: skip
+    failures: list[str] = []
+
+    def put(key: str, spec: dict[str, Any]) -> None:
+        if not store.put(*EDGE, key, build(spec))[0]:
+            failures.append(key)
+
+    threads = [threading.Thread(target=put, args=item) for item in specs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures
+    for key, spec in specs.items():
+        got = peer.get(key)
+        assert got["found"] and got["checksum"] == digest(spec), key
+        store.cleanup(key)
+
+
+def test_empty_values_are_not_missing_keys(store: MooncakeStoreConnector) -> None:
+    for value in (b"", {}, None, 0, "", ()):
+        key = new_key("empty")
+        assert store.put(*EDGE, key, value)[0]
+        result = store.get(*EDGE, key)
+        assert result is not None and checksum(result[0]) == checksum(value)
+        store.cleanup(key)
+    assert store.get(*EDGE, new_key("never")) is None
+
+
+def test_cleanup_really_removes_even_with_a_read_lease(store: MooncakeStoreConnector, peer: ConnectorProcess) -> None:
+    key = new_key("clean")
+    spec = {"tensor_bytes": 6 * MiB, "seed": 3}
+    assert store.put(*EDGE, key, build(spec))[0]
+    assert store.put("1", "2", key, {"other": "edge"})[0]
+    assert peer.get(key)["found"]  # the read grants a lease; cleanup removes anyway
+    store.cleanup(key, *EDGE)
+    assert not peer.get(key, timeout=0.3)["found"]
+    assert store.get("1", "2", key) is not None  # only that edge went
+    store.cleanup(key)  # every edge
+    assert store.get("1", "2", key) is None
+    with pytest.raises(ValueError, match="both"):
+        store.cleanup(key, "0")
+
+
+def test_second_put_replaces_the_value(store: MooncakeStoreConnector) -> None:
+    key = new_key("replace")
+    assert store.put(*EDGE, key, build({"tensor_bytes": 8 * MiB, "seed": 5}))[0]
+    assert store.put(*EDGE, key, {"version": 2})[0]
+    result = store.get(*EDGE, key)
+    assert result is not None and result[0] == {"version": 2}
+    store.cleanup(key)
+
+
+def test_get_waits_for_a_late_put(store: MooncakeStoreConnector, peer: ConnectorProcess) -> None:
+    key = new_key("late")
+    found: list[Any] = []
+    waiter = threading.Thread(target=lambda: found.append(store.get_with_deadline(*EDGE, key, deadline=float("inf"))))
+    waiter.start()
+    assert peer.put(key, {"kind": "request_dict"})["ok"]
+    waiter.join(30)
+    assert found and found[0] is not None and checksum(found[0][0]) == digest({"kind": "request_dict"})
+    store.cleanup(key)
+
+
+def test_results_hand_their_local_buffer_back(store: MooncakeStoreConnector) -> None:
+    key = new_key("pool")
+    assert store.put(*EDGE, key, torch.ones(4 * MiB // 4))[0]
+    before = store.health()["pool_used_bytes"]
+    result = store.get(*EDGE, key)
+    assert result is not None
+    assert store.health()["pool_used_bytes"] >= before + 4 * MiB
+    view = result[0][1:]  # a view keeps the region alive
+    del result
+    assert store.health()["pool_used_bytes"] >= before + 4 * MiB
+    del view
+    assert store.health()["pool_used_bytes"] == before
+    store.cleanup(key)
+
+
+def test_health_comes_from_the_store(store: MooncakeStoreConnector) -> None:
+    health = store.health()
+    assert health["status"] == "healthy", health
+    assert health["segment_name"].startswith("127.0.0.1:") and health["master"] == store.master
+
+
+def test_master_down_at_setup_fails_within_the_timeout(mooncake_available: None) -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}.*not reachable"):
+        MooncakeStoreConnector({"master": f"127.0.0.1:{port}", "metadata_server": "P2PHANDSHAKE", "setup_timeout_s": 1})
+
+
+@pytest.mark.timeout(120)
+def test_master_killed_mid_run_gives_clear_errors(mooncake_available: None) -> None:
+    own = MooncakeMaster().start()
+    child = ConnectorProcess(NAME, store_extra(own, segment=32 * MiB, localbuf=8 * MiB))
+    try:
+        key = new_key("doomed")
+        assert child.put(key, {"kind": "request_dict"})["ok"]
+        assert child.get(key)["found"]
+        own.kill()
+        assert not child.put(new_key("after"), {"kind": "request_dict"})["ok"]
+        assert not child.get(key, timeout=1.0)["found"]
+        health = child.call(op="health")
+        assert health["status"] == "unhealthy" and "unreachable" in health["error"], health
+        assert health["errors"] >= 2
+    finally:
+        child.kill()  # its close() would retry the dead master's RPCs for several seconds
+        own.stop()

@@ -1,0 +1,319 @@
+"""MooncakeTransferEngineConnector over TCP on loopback, senders and receivers in separate processes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import torch
+import zmq
+from conftest import MiB, te_extra
+from mooncake_procs import ConnectorProcess, free_port
+from payloads import big_tensor, build, digest, unwrap
+
+from omni_core import ConnectorSpec, OmniConnectorFactory, create_connectors_from_config
+from omni_core.testing import checksum
+from omni_mooncake.te_connector import MooncakeTransferEngineConnector
+from omni_mooncake.te_pool import ReceivedBuffer
+
+EDGE = ("0", "1")
+NAME = "MooncakeTransferEngineConnector"
+
+
+def new_key(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}"
+
+
+def make(role: str, **overrides: Any) -> MooncakeTransferEngineConnector:
+    connector = OmniConnectorFactory.create_connector(ConnectorSpec(NAME, te_extra(role, **overrides)))
+    assert isinstance(connector, MooncakeTransferEngineConnector)
+    return connector
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return condition()
+
+
+@pytest.fixture
+def connectors() -> Iterator[Callable[..., MooncakeTransferEngineConnector]]:
+    """Make in-process connectors that are closed after the test."""
+    made: list[MooncakeTransferEngineConnector] = []
+
+    def factory(role: str, **overrides: Any) -> MooncakeTransferEngineConnector:
+        made.append(make(role, **overrides))
+        return made[-1]
+
+    yield factory
+    for connector in made:
+        connector.close()
+
+
+@pytest.fixture(scope="module")
+def sender_process(mooncake_available: None) -> Iterator[ConnectorProcess]:
+    with ConnectorProcess(NAME, te_extra("sender", memory_pool_size=288 * MiB)) as child:
+        yield child
+
+
+@pytest.fixture(scope="module")
+def receiver_process(mooncake_available: None) -> Iterator[ConnectorProcess]:
+    with ConnectorProcess(NAME, te_extra("receiver", memory_pool_size=64 * MiB)) as child:
+        yield child
+
+
+@pytest.fixture(scope="module")
+def receiver(sender_process: ConnectorProcess) -> Iterator[MooncakeTransferEngineConnector]:
+    """A receiver in this process whose default sender is ``sender_process``."""
+    info = sender_process.info
+    connector = make("receiver", memory_pool_size=288 * MiB, sender_host=info["host"], sender_zmq_port=info["zmq_port"])
+    yield connector
+    connector.close()
+
+
+def fetch(receiver: MooncakeTransferEngineConnector, key: str, metadata: dict[str, Any] | None) -> Any:
+    result = receiver.get_with_deadline(*EDGE, key, metadata, deadline=time.monotonic() + 30)
+    assert result is not None, f"{key} not received"
+    return unwrap(result[0])
+
+
+KINDS = ["request_dict", "tensor_bfloat16", "tensor_0d", "tensor_noncontiguous", "bytes", "empty_bytes",
+         "tensor_empty", "tuple", "ndarray"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_payloads_from_a_sender_process(
+    sender_process: ConnectorProcess, receiver: MooncakeTransferEngineConnector, kind: str
+) -> None:
+    """Full metadata, partial metadata (sender endpoint only) and none (the default sender)."""
+    spec = {"kind": kind}
+    keys = [new_key(kind) for _ in range(3)]
+    puts = {key: sender_process.put(key, spec) for key in keys}
+    assert all(answer["ok"] for answer in puts.values())
+    metadata = [answer["metadata"] for answer in puts.values()]
+    assert set(metadata[0]) >= {"source_host", "source_port", "data_size", "is_fast_path"}
+    assert metadata[0]["is_fast_path"] == (kind in ("tensor_bfloat16", "tensor_0d", "tensor_noncontiguous", "bytes"))
+    endpoint_only = {name: metadata[1][name] for name in ("source_host", "source_port")}
+    for key, meta in zip(puts, (metadata[0], endpoint_only, None), strict=True):
+        assert checksum(fetch(receiver, key, meta)) == digest(spec)
+
+
+def test_256mib_tensor_arrives_intact(sender_process: ConnectorProcess, receiver: MooncakeTransferEngineConnector) -> None:
+    spec = {"tensor_bytes": 256 * MiB, "seed": 11}
+    key = new_key("big")
+    answer = sender_process.put(key, spec)
+    assert answer["ok"] and answer["size"] == 256 * MiB and answer["metadata"]["is_fast_path"]
+    result = receiver.get(*EDGE, key, answer["metadata"])
+    assert result is not None and isinstance(result[0], ReceivedBuffer)
+    try:
+        assert checksum(result[0].payload(copy=False)) == digest(spec)
+    finally:
+        result[0].release()
+    assert sender_process.call(op="health")["pool_used_bytes"] == 0
+
+
+def test_concurrent_puts_reach_another_process(
+    connectors: Callable[..., MooncakeTransferEngineConnector], receiver_process: ConnectorProcess
+) -> None:
+    sender = connectors("sender", memory_pool_size=64 * MiB)
+    specs = {new_key(f"conc{i}"): ({"tensor_bytes": 2 * MiB, "seed": i} if i % 2 else {"kind": "request_dict"})
+             for i in range(16)}  # fmt: skip
+    metadata: dict[str, Any] = {}
+
+    def put(key: str, spec: dict[str, Any]) -> None:
+        ok, _, meta = sender.put(*EDGE, key, build(spec))
+        if ok:
+            metadata[key] = meta
+
+    threads = [threading.Thread(target=put, args=item) for item in specs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert set(metadata) == set(specs)
+    for key, spec in specs.items():
+        got = receiver_process.get(key, metadata[key])
+        assert got["found"] and got["checksum"] == digest(spec), key
+    assert sender.health()["pool_used_bytes"] == 0
+
+
+def test_pool_exhaustion_then_recovery(connectors: Callable[..., MooncakeTransferEngineConnector]) -> None:
+    sender = connectors("sender", memory_pool_size=8 * MiB, buffer_ttl_seconds=0)
+    receiver = connectors("receiver", memory_pool_size=4 * MiB)
+    chunk = big_tensor(3 * MiB, 1)
+    keys = [new_key(label) for label in "abc"]
+    metadata = {}
+    for key in keys[:2]:
+        ok, _, metadata[key] = sender.put(*EDGE, key, chunk)
+        assert ok
+    assert sender.put(*EDGE, keys[2], chunk) == (False, 0, None)  # the sender's pool is full
+    assert sender.health()["errors"] == 1
+    held = receiver.get(*EDGE, keys[0], metadata[keys[0]])
+    assert held is not None and torch.equal(held[0].payload(), chunk)
+    assert sender.put(*EDGE, keys[2], chunk)[0]  # the delivered buffer was freed: room again
+    assert receiver.get(*EDGE, keys[1], metadata[keys[1]]) is None  # the receiver's pool holds the result
+    assert receiver.health()["errors"] == 1
+    held[0].release()
+    assert torch.equal(fetch(receiver, keys[1], metadata[keys[1]]), chunk)  # the sender kept it meanwhile
+
+
+def test_two_senders_one_receiver(
+    sender_process: ConnectorProcess, connectors: Callable[..., MooncakeTransferEngineConnector]
+) -> None:
+    receiver = connectors("receiver", memory_pool_size=16 * MiB)
+    with ConnectorProcess(NAME, te_extra("sender")) as second:
+        key = new_key("shard")
+        shards = {0: (sender_process, {"tensor_bytes": 1 * MiB, "seed": 20}),
+                  1: (second, {"tensor_bytes": 1 * MiB, "seed": 21})}  # fmt: skip
+        for rank, (process, spec) in shards.items():
+            assert process.put(key, spec)["ok"]
+            receiver.update_sender_info(process.info["host"], process.info["zmq_port"], sender_rank=rank)
+        for rank, (_, spec) in shards.items():
+            assert checksum(fetch(receiver, key, {"sender_rank": rank})) == digest(spec)
+        key = new_key("partial")
+        for _, (process, spec) in shards.items():
+            assert process.put(key, spec)["ok"]
+        for _, (process, spec) in shards.items():
+            endpoint = {"source_host": process.info["host"], "source_port": process.info["zmq_port"]}
+            assert checksum(fetch(receiver, key, endpoint)) == digest(spec)
+
+
+def test_one_sender_two_receivers(
+    connectors: Callable[..., MooncakeTransferEngineConnector], receiver_process: ConnectorProcess
+) -> None:
+    sender = connectors("sender", readers=2)
+    receiver = connectors("receiver")
+    assert sender.capabilities.delivery.value == "broadcast"
+    spec = {"tensor_bytes": 4 * MiB, "seed": 30}
+    key = new_key("fanout")
+    ok, _, metadata = sender.put(*EDGE, key, build(spec))
+    assert ok
+    assert checksum(fetch(receiver, key, metadata)) == digest(spec)
+    assert receiver.get(*EDGE, key, metadata) is None  # one copy per receiver
+    assert sender.health()["outbox_entries"] == 1
+    got = receiver_process.get(key, metadata)
+    assert got["found"] and got["checksum"] == digest(spec)
+    health = sender.health()
+    assert health["outbox_entries"] == 0 and health["pool_used_bytes"] == 0
+    assert not receiver_process.get(key, metadata, timeout=0.2)["found"]
+
+
+def test_receiver_killed_mid_transfer_does_not_strand_the_buffer(
+    connectors: Callable[..., MooncakeTransferEngineConnector],
+) -> None:
+    sender = connectors("sender", memory_pool_size=272 * MiB, buffer_ttl_seconds=1.0)
+    victim = ConnectorProcess(NAME, te_extra("receiver", memory_pool_size=272 * MiB))
+    try:
+        key = new_key("victim")
+        ok, _, metadata = sender.put(*EDGE, key, big_tensor(256 * MiB, 40))
+        assert ok
+        victim.send(op="get", key=key, metadata=metadata, timeout=60)
+        assert wait_for(lambda: sender.health()["in_flight"] == 1), "the pull never started"
+        os.kill(victim.proc.pid, signal.SIGSTOP)  # frozen mid-transfer
+        time.sleep(1.5)  # past the TTL: a buffer being written from is not reclaimed
+        health = sender.health()
+        assert health["in_flight"] == 1 and health["pool_used_bytes"] >= 256 * MiB
+    finally:
+        victim.kill()
+    assert wait_for(lambda: sender.health()["pool_used_bytes"] == 0), sender.health()
+    health = sender.health()
+    assert health["failed_transfers"] == 1 and health["reclaimed_buffers"] == 1 and health["outbox_entries"] == 0
+
+
+def test_malformed_messages_are_answered_and_counted(connectors: Callable[..., MooncakeTransferEngineConnector]) -> None:
+    sender = connectors("sender")
+    receiver = connectors("receiver")
+    bad_frames = [
+        b"garbage \xff\xfe",
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb({"op": "pull", "key": "k"}),
+        msgpack.packb({"op": "query", "key": "k" * 5000}),
+        msgpack.packb({"op": "pull", "key": "k", "session": "nohost", "address": -1, "capacity": 1, "wait_ms": 1}),
+        pickle.dumps({"op": "query", "key": "k"}),
+        b"\x00" * (100 << 10),
+    ]
+    ctx = zmq.Context()
+    try:
+        req = ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.RCVTIMEO, 5000)
+        req.connect(f"tcp://127.0.0.1:{sender.zmq_port}")
+        for frame in bad_frames:
+            req.send(frame)
+            reply = msgpack.unpackb(req.recv())
+            assert reply["ok"] is False and reply["error"] == "malformed", reply
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.RCVTIMEO, 5000)
+        dealer.connect(f"tcp://127.0.0.1:{sender.zmq_port}")
+        dealer.send_multipart([b"one", b"two"])
+        assert msgpack.unpackb(dealer.recv_multipart()[-1])["error"] == "malformed"
+    finally:
+        ctx.destroy(linger=0)
+    assert sender.health()["malformed_messages"] == len(bad_frames) + 1
+    key = new_key("after")
+    ok, _, metadata = sender.put(*EDGE, key, {"still": "working"})
+    assert ok and fetch(receiver, key, metadata) == {"still": "working"}
+
+
+def test_zero_copy_put_of_a_pool_buffer(connectors: Callable[..., MooncakeTransferEngineConnector]) -> None:
+    sender = connectors("sender")
+    receiver = connectors("receiver")
+    buffer = sender.allocate(1 * MiB)
+    buffer.tensor.copy_(big_tensor(1 * MiB, 50))
+    used = sender.health()["pool_used_bytes"]
+    key = new_key("zc")
+    ok, size, metadata = sender.put(*EDGE, key, buffer)
+    assert ok and size == 1 * MiB and metadata["is_fast_path"]
+    assert sender.health()["pool_used_bytes"] == used  # not copied
+    assert torch.equal(fetch(receiver, key, metadata), big_tensor(1 * MiB, 50))
+    assert not buffer.released  # the caller owns it
+    buffer.release()
+    assert sender.health()["pool_used_bytes"] == 0
+
+
+def test_roles_and_ports_come_from_core_resolution(mooncake_available: None) -> None:
+    base = free_port()
+    spec = ConnectorSpec(NAME, {"host": "127.0.0.1", "protocol": "tcp", "memory_pool_size": 8 * MiB, "zmq_port": base})
+    senders = create_connectors_from_config({("0", "1"): spec}, caller_stage_id="0")
+    receivers = create_connectors_from_config({("0", "1"): spec}, caller_stage_id="1")
+    sender, receiver = senders[EDGE], receivers[EDGE]
+    try:
+        assert isinstance(sender, MooncakeTransferEngineConnector) and isinstance(receiver, MooncakeTransferEngineConnector)
+        assert (sender.role, sender.zmq_port) == ("sender", base)
+        assert (receiver.role, receiver.sender_zmq_port, receiver.zmq_port) == ("receiver", base, None)
+        key = new_key("resolved")
+        assert sender.put(*EDGE, key, {"via": "core"})[0]
+        assert fetch(receiver, key, None) == {"via": "core"}  # default sender, no metadata
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_role_rules(connectors: Callable[..., MooncakeTransferEngineConnector]) -> None:
+    receiver = connectors("receiver")
+    assert receiver.put(*EDGE, "k", b"x") == (False, 0, None)
+    with pytest.raises(RuntimeError, match="default sender"):
+        receiver.get(*EDGE, "k")
+    with pytest.raises(ValueError, match="role"):
+        make("auto")
+
+
+def test_ttl_reclaims_unclaimed_buffers(connectors: Callable[..., MooncakeTransferEngineConnector]) -> None:
+    sender = connectors("sender", buffer_ttl_seconds=0.2)
+    receiver = connectors("receiver")
+    key = new_key("ttl")
+    ok, _, metadata = sender.put(*EDGE, key, big_tensor(1 * MiB, 60))
+    assert ok
+    assert wait_for(lambda: sender.health()["pool_used_bytes"] == 0)
+    assert sender.health()["reclaimed_buffers"] == 1
+    assert receiver.get(*EDGE, key, metadata) is None

@@ -1,0 +1,73 @@
+"""Shared fixtures: real datasystem workers on loopback, logs kept out of $HOME, and the CI rule.
+
+Under ``CI=true`` a test that cannot reach a backend it needs fails; elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from omni_core import ConnectorSpec
+from omni_yuanrong.testing import LocalDatasystemWorker, WorkerStartError
+
+#: Short library timeouts so a dead worker shows up in seconds, not the library's 60 s.
+CLIENT_TIMEOUTS = {"connect_timeout_ms": 3000, "req_timeout_ms": 3000}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logs = tempfile.mkdtemp(prefix="omni-yuanrong-test-logs-")
+    config.stash[_LOGS] = logs
+    os.environ["DATASYSTEM_CLIENT_LOG_DIR"] = logs  # client logs otherwise go to ~/.datasystem/logs
+    os.environ["GLOG_log_dir"] = logs  # TransferEngine logs otherwise go to /tmp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash.get(_LOGS, ""), ignore_errors=True)
+
+
+_LOGS = pytest.StashKey[str]()
+
+
+def backend_unavailable(reason: str) -> None:
+    """Fail under CI=true, skip elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"backend unavailable under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+def start_worker(shared_memory_mb: int) -> LocalDatasystemWorker:
+    try:
+        return LocalDatasystemWorker.start(shared_memory_mb=shared_memory_mb)
+    except (WorkerStartError, ImportError, OSError) as exc:
+        backend_unavailable(f"cannot start a datasystem worker: {exc}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def datasystem_worker() -> Iterator[LocalDatasystemWorker]:
+    """One worker for the whole session (start-up takes about 6 s)."""
+    worker = start_worker(shared_memory_mb=1024)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def disposable_worker() -> Iterator[LocalDatasystemWorker]:
+    """A worker of the test's own, for tests that kill it."""
+    worker = start_worker(shared_memory_mb=256)
+    yield worker
+    worker.stop()
+
+
+def kv_extra(worker: LocalDatasystemWorker, **overrides: object) -> dict[str, object]:
+    return {"host": worker.host, "port": worker.port, "get_sub_timeout_ms": 200, **CLIENT_TIMEOUTS, **overrides}
+
+
+@pytest.fixture
+def kv_spec(datasystem_worker: LocalDatasystemWorker) -> ConnectorSpec:
+    return ConnectorSpec("YuanrongConnector", kv_extra(datasystem_worker))
