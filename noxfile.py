@@ -57,7 +57,7 @@ def _install(session: nox.Session, package: str) -> list[str]:
         return ["tests"]
     _ensure_system_libs(session, package)
     target = PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else "")
-    session.install(CORE, target)
+    session.install("numpy", CORE, target)  # numpy: the kit's ndarray payloads
     return [PLUGIN_DIR[package].removeprefix("./") + "/tests"]
 
 

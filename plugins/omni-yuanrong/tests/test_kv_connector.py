@@ -18,7 +18,7 @@ from conftest import CLIENT_TIMEOUTS, kv_extra
 
 from omni_core import ConfigError, ConnectorSpec, OmniConnectorFactory, SerializationError
 from omni_core.testing import ChildConnector, assert_payload_equal, checksum, make_payload
-from omni_yuanrong.kv_connector import DatasystemUnavailableError, YuanrongConnector
+from omni_yuanrong.kv_connector import ZERO_COPY_WRITE_BYTES, DatasystemUnavailableError, YuanrongConnector
 from omni_yuanrong.netutil import free_port
 from omni_yuanrong.testing import LocalDatasystemWorker
 
@@ -98,6 +98,14 @@ def test_zero_length_payloads_are_stored_as_non_empty_values(
     result = connector.get(*EDGE, key)
     assert result is not None
     assert checksum(result[0]) == checksum(payload)
+
+
+def test_a_key_can_be_rewritten_across_the_inline_and_zero_copy_paths(connector: YuanrongConnector) -> None:
+    key = new_key("rewrite")
+    small, large = b"s" * 10, torch.ones(ZERO_COPY_WRITE_BYTES, dtype=torch.uint8)
+    for payload in (small, large, small, large):  # the worker refuses such rewrites unless the old value goes first
+        assert connector.put(*EDGE, key, payload)[0]
+        assert checksum(connector.get(*EDGE, key)[0]) == checksum(payload)  # type: ignore[index]
 
 
 def test_upstream_key_layout_on_the_worker(connector: YuanrongConnector, raw_client: Any) -> None:

@@ -247,7 +247,7 @@ class Run:
             self.problems.append(f"edge {edge[0]}->{edge[1]}: request {rid} delivered twice")
         else:
             self.stats[edge].sizes.append(message["size"])
-            self.stats[edge].latencies.append(max(0.0, message["done_at"] - sent["started_at"]))
+            self.stats[edge].latencies.append(sent["put_s"] + message["get_s"])
 
     # -- results ------------------------------------------------------------------------------
     def verify(self) -> None:
@@ -269,7 +269,7 @@ class Run:
             time.sleep(0.1)
 
     def report(self, wall: float) -> str:
-        table = render_table(["edge", "requests", "bytes", "p50 ms", "p99 ms", "GB/s (median)"],
+        table = render_table(["edge", "requests", "bytes", "put+get p50 ms", "p99 ms", "GB/s (median)"],
                              [self.stats[e].row(e) for e in self.edges])
         lines = [table, ""]
         if any(len(r) > 1 for r in self.replicas.values()):

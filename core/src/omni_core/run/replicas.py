@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
 import json
 import os
 import signal
@@ -79,7 +80,7 @@ class Router:
 
     def __init__(self, replicas: dict[str, list[Replica]], coordinator: dict[str, Any] | None) -> None:
         self.replicas = replicas
-        self._turn = {stage: itertools.count() for stage in replicas}
+        self._turn: defaultdict[str, itertools.count[int]] = defaultdict(itertools.count)
         self.runtime = self.hub = self.balancer = None
         if coordinator is not None:
             from omni_coordinator import OmniCoordClientForHub, OmniCoordinatorRuntime, build_load_balancer_factory

@@ -33,7 +33,9 @@ class StageWorker:
         self.stage_id = stage_id
         self.workload = Workload.from_config((load_config_document(config_path) or {}).get("workload"))
         if self.workload.tensor_bytes or self.workload.kv_cache_bytes:
-            import torch  # noqa: F401 - load before the first request so its latency is not the import
+            import torch  # load before the first request so its latency is not the import
+
+            torch.set_num_threads(1)  # stages are data movers; idle torch workers spinning starve the other stages
         transfer = load_omni_transfer_config(config_path)
         payload = get_stage_connector_config(transfer, stage_id)
         incoming = stage_payload_to_specs(stage_id, payload)
@@ -58,9 +60,9 @@ class StageWorker:
 
     def receive(self, request_id: str, edge: tuple[str, str], metadata: dict[str, Any] | None) -> None:
         connector = self.inputs[edge]
-        deadline = time.monotonic() + self.workload.timeout_s
-        result = connector.get_with_deadline(*edge, request_id, metadata, deadline=deadline)
-        done_at = time.time()
+        started = time.perf_counter()
+        result = connector.get_with_deadline(*edge, request_id, metadata, deadline=time.monotonic() + self.workload.timeout_s)
+        get_s = time.perf_counter() - started
         if result is None:
             _say({"op": "lost", "request_id": request_id, "edge": edge})
             return
@@ -75,7 +77,7 @@ class StageWorker:
                 "request_id": request_id,
                 "edge": edge,
                 "size": size,
-                "done_at": done_at,
+                "get_s": get_s,
                 "checksum": checksum(obj),
                 "kv_checksum": kv_digest,
             }
@@ -99,8 +101,9 @@ class StageWorker:
                 if edge != only:
                     continue
                 connector.cleanup(request_id)  # a resend replaces whatever is left of the first put
-            started = time.time()
+            started = time.perf_counter()
             ok, size, metadata = connector.put(*edge, request_id, payload)
+            put_s = time.perf_counter() - started
             if not ok:
                 _say({"op": "put_failed", "request_id": request_id, "edge": edge})
                 continue
@@ -116,7 +119,7 @@ class StageWorker:
                     "metadata": metadata,
                     "checksum": digest,
                     "kv_checksum": checksum(kv) if kv is not None else None,
-                    "started_at": started,
+                    "put_s": put_s,
                 }
             )
 
