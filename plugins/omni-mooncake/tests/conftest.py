@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from mooncake_procs import INSTALL, MooncakeMaster, require_backend
 
 os.environ.setdefault("MC_LOG_LEVEL", "ERROR")  # children inherit it
@@ -17,7 +16,7 @@ MiB = 1 << 20
 
 def _mooncake_importable() -> str | None:
     try:
-        import mooncake.engine  # noqa: F401
+        import mooncake.engine
         import mooncake.store  # noqa: F401
     except ImportError as exc:
         return str(exc)

@@ -109,7 +109,9 @@ def test_payloads_from_a_sender_process(
         assert checksum(fetch(receiver, key, meta)) == digest(spec)
 
 
-def test_256mib_tensor_arrives_intact(sender_process: ConnectorProcess, receiver: MooncakeTransferEngineConnector) -> None:
+def test_256mib_tensor_arrives_intact(
+    sender_process: ConnectorProcess, receiver: MooncakeTransferEngineConnector
+) -> None:
     spec = {"tensor_bytes": 256 * MiB, "seed": 11}
     key = new_key("big")
     answer = sender_process.put(key, spec)
@@ -231,7 +233,9 @@ def test_receiver_killed_mid_transfer_does_not_strand_the_buffer(
     assert health["failed_transfers"] == 1 and health["reclaimed_buffers"] == 1 and health["outbox_entries"] == 0
 
 
-def test_malformed_messages_are_answered_and_counted(connectors: Callable[..., MooncakeTransferEngineConnector]) -> None:
+def test_malformed_messages_are_answered_and_counted(
+    connectors: Callable[..., MooncakeTransferEngineConnector],
+) -> None:
     sender = connectors("sender")
     receiver = connectors("receiver")
     bad_frames = [
@@ -288,7 +292,8 @@ def test_roles_and_ports_come_from_core_resolution(mooncake_available: None) -> 
     receivers = create_connectors_from_config({("0", "1"): spec}, caller_stage_id="1")
     sender, receiver = senders[EDGE], receivers[EDGE]
     try:
-        assert isinstance(sender, MooncakeTransferEngineConnector) and isinstance(receiver, MooncakeTransferEngineConnector)
+        assert isinstance(sender, MooncakeTransferEngineConnector)
+        assert isinstance(receiver, MooncakeTransferEngineConnector)
         assert (sender.role, sender.zmq_port) == ("sender", base)
         assert (receiver.role, receiver.sender_zmq_port, receiver.zmq_port) == ("receiver", base, None)
         key = new_key("resolved")

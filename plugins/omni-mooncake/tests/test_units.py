@@ -13,7 +13,7 @@ import torch
 
 from omni_core import BufferAllocator, ManagedBuffer
 from omni_mooncake import dependencies, wire
-from omni_mooncake.outbox import Outbox, OutboundEntry
+from omni_mooncake.outbox import OutboundEntry, Outbox
 from omni_mooncake.raw_payload import RawLayout, layout_of, rebuild
 from omni_mooncake.store_values import decode_descriptor, encode_descriptor
 

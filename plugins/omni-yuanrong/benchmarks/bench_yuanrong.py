@@ -205,9 +205,12 @@ def plot(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.size}\n{r.connector_call.removeprefix('connector.')}\nvs {r.raw_call}" for r in rows]
+    labels = [
+        f"{r.size}\n{r.connector_call.removeprefix('connector.')}\nvs {r.raw_call.removeprefix('KVClient.')}"
+        for r in rows
+    ]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(rows)), 4.8))
+    fig, ax = plt.subplots(figsize=(max(8, 1.9 * len(rows)), 4.8))
     ax.bar(x - 0.2, [r.ratio_min for r in rows], 0.4, label="ratio of minima")
     ax.bar(x + 0.2, [r.ratio_median for r in rows], 0.4, label="ratio of medians")
     ax.axhline(1.0, color="black", linewidth=0.8)

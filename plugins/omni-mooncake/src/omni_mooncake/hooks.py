@@ -33,7 +33,9 @@ TE_KEYS = (
     ConfigKey("device_name", str, "", "RDMA NIC filter, e.g. 'mlx5_0'"),
     ConfigKey("memory_pool_size", int, 1024**3, "bytes of the registered memory pool"),
     ConfigKey("memory_pool_device", str, "cpu", "'cpu' (pinned host memory when CUDA is present) or a CUDA device"),
-    ConfigKey("buffer_ttl_seconds", (int, float), 300.0, "unclaimed sender buffers are reclaimed after this; <= 0 disables"),
+    ConfigKey(
+        "buffer_ttl_seconds", (int, float), 300.0, "unclaimed sender buffers are reclaimed after this; <= 0 disables"
+    ),
     ConfigKey("sender_host", (str, type(None)), None, "receiver: default sender host"),
     ConfigKey("sender_zmq_port", (int, type(None)), None, "receiver: default sender side-channel port"),
     ConfigKey("readers", int, 1, "receivers per key before the sender frees it (1 sender -> N receivers)"),

@@ -191,17 +191,15 @@ class SideChannelClient:
         try:
             sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
             sock.send(wire.encode_request(request))
-            if not sock.poll(timeout_ms, zmq.POLLIN):
-                raise SideChannelError(f"no answer from {_url(endpoint)} within {timeout_s:.1f} s", timed_out=True)
-            return wire.decode_reply(sock.recv(zmq.NOBLOCK))
+            if sock.poll(timeout_ms, zmq.POLLIN):
+                return wire.decode_reply(sock.recv(zmq.NOBLOCK))
+            problem, timed_out = f"no answer within {timeout_s:.1f} s", True
         except zmq.Again:
-            self._evict(endpoint, sock)
-            raise SideChannelError(f"could not send to {_url(endpoint)} within {timeout_s:.1f} s", timed_out=True)
-        except (SideChannelError, wire.MalformedMessage, zmq.ZMQError) as exc:
-            self._evict(endpoint, sock)
-            if isinstance(exc, SideChannelError):
-                raise
-            raise SideChannelError(f"side channel to {_url(endpoint)} failed: {exc}", timed_out=False) from exc
+            problem, timed_out = f"could not send within {timeout_s:.1f} s", True
+        except (wire.MalformedMessage, zmq.ZMQError) as exc:
+            problem, timed_out = str(exc), False
+        self._evict(endpoint, sock)
+        raise SideChannelError(f"side channel to {_url(endpoint)}: {problem}", timed_out=timed_out)
 
     def _socket(self, endpoint: tuple[str, int]) -> zmq.Socket:
         cache: dict[tuple[str, int], zmq.Socket] = self._local.__dict__.setdefault("sockets", {})

@@ -30,11 +30,24 @@ PROBE_TIMEOUT_S = 0.5
 
 
 class StoreError(RuntimeError):
-    """A store call failed; ``code`` is the Mooncake status code."""
+    """A store call failed; ``code`` is the Mooncake status code.
 
-    def __init__(self, message: str, code: int) -> None:
+    ``unconfirmed`` means the library may still be reading or writing the call's buffers: keep them alive
+    and never reuse them (see :func:`retain_until_exit`).
+    """
+
+    def __init__(self, message: str, code: int, *, unconfirmed: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.unconfirmed = unconfirmed
+
+
+_RETAINED: list[Any] = []
+
+
+def retain_until_exit(*buffers: Any) -> None:
+    """Keep memory that in-flight I/O may still touch alive (and out of every pool) until the process exits."""
+    _RETAINED.extend(buffers)
 
 
 @dataclass(frozen=True)
@@ -86,7 +99,9 @@ class StoreClient:
             results = self._store.batch_upsert_from(list(keys), list(addresses), list(sizes), self._config)
         for (key, _, size), rc in zip(items, results, strict=True):
             if rc != 0:
-                raise StoreError(f"put of {key!r} ({size} bytes) failed: {codes.describe(rc)}", rc)
+                unconfirmed = rc not in codes.SAFE_PUT_FAILURES
+                message = f"put of {key!r} ({size} bytes) failed: {codes.describe(rc)}"
+                raise StoreError(message, rc, unconfirmed=unconfirmed)
 
     def remove(self, keys: Sequence[str]) -> int:
         """Remove ``keys`` now (ignoring read leases); return how many existed."""
@@ -109,7 +124,7 @@ class StoreClient:
         """Size of the object under ``key``, or None if there is none."""
         self._require_master()
         size = self._store.get_size(key)
-        if size == codes.OBJECT_NOT_FOUND:
+        if size in codes.NOT_THERE:
             return None
         if size < 0:
             raise StoreError(f"size of {key!r}: {codes.describe(size)}", size)
@@ -144,11 +159,13 @@ class StoreClient:
 
     @staticmethod
     def _check_read(key: str, rc: int, size: int) -> bool:
-        if rc == codes.OBJECT_NOT_FOUND:
+        if rc in codes.NOT_THERE:
             return False
         if rc != size:
             detail = codes.describe(rc) if rc < 0 else f"{rc} bytes instead of {size} (replaced meanwhile?)"
-            raise StoreError(f"read of {key!r} failed: {detail}", rc if rc < 0 else codes.INTERNAL_ERROR)
+            unconfirmed = rc < 0 and rc not in codes.SAFE_GET_FAILURES
+            raise StoreError(f"read of {key!r} failed: {detail}", rc if rc < 0 else codes.INTERNAL_ERROR,
+                             unconfirmed=unconfirmed)
         return True
 
     # -- memory ----------------------------------------------------------------------------------
@@ -161,17 +178,36 @@ class StoreClient:
     def unregister(self, address: int) -> None:
         self._store.unregister_buffer(address)
 
+    @staticmethod
+    @contextmanager
+    def retaining_on_unconfirmed(*buffers: Any) -> Iterator[None]:
+        """Run a call; if it fails with I/O possibly still in flight, keep ``buffers`` alive for good."""
+        try:
+            yield
+        except StoreError as exc:
+            if exc.unconfirmed:
+                retain_until_exit(*buffers)
+            raise
+
     @contextmanager
     def registered(self, address: int, size: int) -> Iterator[None]:
-        """Register memory for the duration of a call where the transport needs it (not over TCP)."""
+        """Register memory for the duration of a call where the transport needs it (not over TCP).
+
+        Memory whose call may still have I/O in flight stays registered.
+        """
         if self.settings.proto == "tcp":
             yield
             return
         self.register(address, size)
+        in_flight = False
         try:
             yield
+        except StoreError as exc:
+            in_flight = exc.unconfirmed
+            raise
         finally:
-            self.unregister(address)
+            if not in_flight:
+                self.unregister(address)
 
     # -- state ------------------------------------------------------------------------------------
     def problem(self) -> str | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 
@@ -177,13 +177,18 @@ class MooncakeStoreConnector(OmniConnectorBase):
         if layout is not None and source is not None:
             descriptor = np.frombuffer(encode_descriptor(layout), dtype=np.uint8)
             address = source[0]
-            with client.registered(address, layout.nbytes), client.registered(descriptor.ctypes.data, descriptor.size):
-                client.put([(data_key(key), address, layout.nbytes), (key, descriptor.ctypes.data, descriptor.size)])
+            items = [(data_key(key), address, layout.nbytes), (key, descriptor.ctypes.data, descriptor.size)]
+            with (
+                client.retaining_on_unconfirmed(data, descriptor),
+                client.registered(address, layout.nbytes),
+                client.registered(descriptor.ctypes.data, descriptor.size),
+            ):
+                client.put(items)
             return layout.nbytes
         payload = OmniSerializer.prepare(data)
         region, pooled = pool.region(payload.nbytes)
         payload.write_into(region)
-        with _registered_unless(pooled, client, region):
+        with client.retaining_on_unconfirmed(region), _registered_unless(pooled, client, region):
             client.put([(key, region.ctypes.data, payload.nbytes)])
         return payload.nbytes
 
@@ -208,12 +213,12 @@ class MooncakeStoreConnector(OmniConnectorBase):
 def _fetch(client: StoreClient, pool: LocalBufferPool, key: str, size: int) -> np.ndarray | None:
     """Read the ``size``-byte object ``key`` into a local-buffer region (None if it is gone)."""
     region, pooled = pool.region(size)
-    with _registered_unless(pooled, client, region):
+    with client.retaining_on_unconfirmed(region), _registered_unless(pooled, client, region):
         found = client.read_into(key, region.ctypes.data, size)
     return region if found else None
 
 
-def _registered_unless(pooled: bool, client: StoreClient, region: np.ndarray) -> ContextManager[None]:
+def _registered_unless(pooled: bool, client: StoreClient, region: np.ndarray) -> AbstractContextManager[None]:
     """Pool memory is registered already; temporary memory is registered for the call where needed."""
     return nullcontext() if pooled else client.registered(region.ctypes.data, region.size)
 

@@ -18,7 +18,7 @@ from .engine import QUERY_TIMEOUT_S, pull_timeout_s, start_engine
 from .hooks import TE_REGISTRATION
 from .metrics import Counters
 from .netutil import resolve_host
-from .outbox import Outbox, OutboundEntry
+from .outbox import OutboundEntry, Outbox
 from .raw_payload import RawLayout, layout_of
 from .side_channel import SideChannelClient, SideChannelError, SideChannelServer
 from .te_pool import ReceivedBuffer, RegisteredPool, fill, synchronize
@@ -85,6 +85,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         self.sender_host: str | None = self.config["sender_host"]
         self.sender_zmq_port: int | None = self.config["sender_zmq_port"]
         self._rank_senders: dict[int, Endpoint] = {}
+        self._quarantined: list[ManagedBuffer] = []
         self._counters = Counters(
             "puts", "gets", "bytes_transferred", "errors", "timeouts", "malformed_messages", "reclaimed_buffers",
             "failed_transfers",
@@ -99,10 +100,12 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         try:
             self._server = self._start_server() if self.can_put else None
         except BaseException:
-            _shutdown(self._ctx, self._client, self._outbox, self.pool, None)
+            _shutdown(self._ctx, self._client, self._outbox, self.pool, None, self._quarantined)
             raise
         self.zmq_port = self._server.port if self._server is not None else None
-        self._finalizer = weakref.finalize(self, _shutdown, self._ctx, self._client, self._outbox, self.pool, self._server)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._ctx, self._client, self._outbox, self.pool, self._server, self._quarantined
+        )
 
     def _start_server(self) -> SideChannelServer:
         port = self.config["zmq_port"]
@@ -302,27 +305,38 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             buffer: ManagedBuffer = self.pool.allocate_received(incoming.layout)
         else:
             buffer = self.pool.allocate(incoming.size)
+        timeout = pull_timeout_s(incoming.size)
+        request = wire.Pull(key, f"{self.host}:{self.rpc_port}", buffer.data_ptr, incoming.size, int(timeout * 1000))
         try:
-            timeout = pull_timeout_s(incoming.size)
-            request = wire.Pull(key, f"{self.host}:{self.rpc_port}", buffer.data_ptr, incoming.size, int(timeout * 1000))
             reply = self._client.request(incoming.endpoint, request, timeout)
-            if not reply["ok"]:
-                if reply.get("error") != wire.NOT_FOUND:
-                    self._counters.add("errors")
-                    logger.warning("sender %s refused %r: %s %s", incoming.endpoint, key, reply.get("error"),
-                                   reply.get("detail", ""))
+        except SideChannelError:
+            self._quarantine(buffer)
+            raise
+        if not reply["ok"]:
+            error = reply.get("error")
+            if error in wire.WRITE_MAY_BE_IN_FLIGHT:
+                self._quarantine(buffer)
+            else:
                 buffer.release()
-                return None
+            if error != wire.NOT_FOUND:
+                self._counters.add("errors")
+                logger.warning("sender %s refused %r: %s %s", incoming.endpoint, key, error, reply.get("detail", ""))
+            return None
+        if incoming.layout is None:
+            with buffer:  # released once deserialized
+                synchronize(buffer.tensor)
+                frame = buffer.to_bytes() if buffer.tensor.is_cuda else buffer.tensor.numpy()
+                return OmniSerializer.deserialize(frame, zero_copy=False), incoming.size
+        try:
             synchronize(buffer.tensor)
-            if incoming.layout is not None:
-                return buffer, incoming.size
-            frame = buffer.to_bytes() if buffer.tensor.is_cuda else buffer.tensor.numpy()
-            obj = OmniSerializer.deserialize(frame, zero_copy=False)
         except BaseException:
             buffer.release()
             raise
-        buffer.release()
-        return obj, incoming.size
+        return buffer, incoming.size
+
+    def _quarantine(self, buffer: ManagedBuffer) -> None:
+        """Never reuse a slice a failed write may still land in (it is freed at close)."""
+        self._quarantined.append(buffer)
 
     # -- status ----------------------------------------------------------------------------------
     def get_connection_info(self) -> dict[str, Any]:
@@ -342,6 +356,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             "pool_device": self.pool_device,
             "pool_size": self.pool_size,
             "pool_used_bytes": self.pool.allocator.used_bytes,
+            "quarantined_bytes": sum(buffer.size for buffer in self._quarantined),
             **self._outbox.stats(),
             **self._counters.snapshot(),
         }
@@ -365,7 +380,12 @@ def _bytes_layout(size: int) -> RawLayout:
 
 
 def _shutdown(
-    ctx: zmq.Context, client: SideChannelClient, outbox: Outbox, pool: RegisteredPool, server: SideChannelServer | None
+    ctx: zmq.Context,
+    client: SideChannelClient,
+    outbox: Outbox,
+    pool: RegisteredPool,
+    server: SideChannelServer | None,
+    quarantined: list[ManagedBuffer],
 ) -> None:
     """Tear a connector down in order; also run when one is garbage-collected without close()."""
     if server is not None:
@@ -373,4 +393,7 @@ def _shutdown(
     outbox.close()
     client.close()
     ctx.destroy(linger=0)
-    pool.close()
+    pool.close()  # unregistered: no write can land in the pool any more
+    for buffer in quarantined:
+        buffer.release()
+    quarantined.clear()

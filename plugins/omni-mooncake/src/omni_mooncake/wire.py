@@ -31,6 +31,9 @@ TRANSFER_FAILED = "transfer_failed"
 CLOSING = "closing"
 INTERNAL = "internal"
 
+#: Failed pulls after which the sender's write may still be landing in the receiver's buffer.
+WRITE_MAY_BE_IN_FLIGHT = frozenset({TRANSFER_FAILED, INTERNAL})
+
 
 class MalformedMessage(ValueError):
     """A side-channel message that is not valid msgpack or does not follow the schema."""

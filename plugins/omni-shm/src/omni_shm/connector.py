@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import logging
 import os
@@ -193,7 +195,9 @@ class SharedMemoryConnector(OmniConnectorBase):
         }
 
     def close(self) -> None:
-        """Withdraw unconsumed payloads, remove this connector's slabs and unmap what it read."""
+        """Sweep what dead processes left, withdraw unconsumed payloads, remove our slabs, unmap what we read."""
+        with contextlib.suppress(OSError):
+            self._maintain()
         self._closer()
 
     # -- internals ----------------------------------------------------------------------------
