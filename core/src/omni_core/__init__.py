@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "ServiceRegistration": "registration",
     "import_target": "registration",
     "hookimpl": "hookspecs",
+    "get_plugin_registry": "plugins",
     "OmniConnectorFactory": "factory",
     "load_omni_transfer_config": "config_loader",
     "create_connectors_from_config": "initialization",
@@ -34,6 +35,7 @@ _LAZY: dict[str, str] = {
     "get_stage_connector_config": "initialization",
     "build_stage_connectors": "initialization",
     "resolve_connector_spec": "initialization",
+    "get_connector_local_rank": "initialization",
     "resolve_omni_kv_config_for_stage": "initialization",
     "compute_connector_zmq_port": "ports",
     "KV_RANK_PORT_STRIDE": "ports",
@@ -89,6 +91,7 @@ if TYPE_CHECKING:
     from .initialization import (
         build_stage_connectors,
         create_connectors_from_config,
+        get_connector_local_rank,
         get_connectors_config_for_stage,
         get_stage_connector_config,
         initialize_connectors_from_config,
@@ -97,6 +100,7 @@ if TYPE_CHECKING:
         resolve_omni_kv_config_for_stage,
     )
     from .kv_pipe import ConnectorKVPipe, KVPipeBase
+    from .plugins import get_plugin_registry
     from .memory_pool import BufferAllocator, ManagedBuffer
     from .ports import (
         KV_RANK_PORT_STRIDE,

@@ -343,6 +343,10 @@ class _Decoder:
         else:
             raw = torch.empty(0, dtype=torch.uint8)
         copy = not self.zero_copy or raw.data_ptr() % dtype.itemsize != 0  # misaligned views get a copy
+        if copy and self.device in (None, "cpu") and nbytes >= _NUMPY_COPY_MIN and _has_numpy():
+            # numpy allocates large arrays on transparent huge pages: ~3x faster than torch's copy here
+            owned = _numpy().frombuffer(self.mv, dtype="uint8", count=nbytes, offset=off).copy()
+            return torch.from_numpy(owned).view(dtype).view(shape)
         return raw.to(self.device or "cpu", copy=copy).view(dtype).view(shape)
 
     def _ndarray(self, dtype_str: Any, shape: Any, index: Any) -> Any:
@@ -415,6 +419,10 @@ class _NdarrayIO:
 
 
 _BufferIO = type[_TensorIO] | type[_NdarrayIO]
+
+
+#: Decoded tensors at least this large are copied through numpy (see ``_Decoder._tensor``).
+_NUMPY_COPY_MIN = 1 << 20
 
 
 def _numpy() -> Any:

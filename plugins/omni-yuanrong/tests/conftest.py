@@ -11,12 +11,10 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from worker_support import kv_extra
 
 from omni_core import ConnectorSpec
 from omni_yuanrong.testing import LocalDatasystemWorker, WorkerStartError
-
-#: Short library timeouts so a dead worker shows up in seconds, not the library's 60 s.
-CLIENT_TIMEOUTS = {"connect_timeout_ms": 3000, "req_timeout_ms": 3000}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,10 +60,6 @@ def disposable_worker() -> Iterator[LocalDatasystemWorker]:
     worker = start_worker(shared_memory_mb=256)
     yield worker
     worker.stop()
-
-
-def kv_extra(worker: LocalDatasystemWorker, **overrides: object) -> dict[str, object]:
-    return {"host": worker.host, "port": worker.port, "get_sub_timeout_ms": 200, **CLIENT_TIMEOUTS, **overrides}
 
 
 @pytest.fixture

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fake_ascend_engine import register_fake_connector
 from fake_engine_child import FakeEngineChild
 
-import omni_core.testing
-from omni_core import ConnectorSpec, OmniConnectorBase, OmniConnectorFactory
+from omni_core import ConnectorSpec
 from omni_core.testing import ConnectorConformanceTests
 from omni_yuanrong.te_payload import RawPayloadBuffer
 
@@ -33,20 +31,12 @@ class TestYuanrongTransferEngineConnectorOnFakeEngine(ConnectorConformanceTests)
     engine's initialization, registration and control plane.
     """
 
-    @pytest.fixture(autouse=True)
-    def fake_engine_in_children(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(omni_core.testing, "ChildConnector", FakeEngineChild)
+    def child_connector(self, spec: ConnectorSpec) -> FakeEngineChild:
+        return FakeEngineChild(spec)
 
     @pytest.fixture
     def connector_spec(self) -> ConnectorSpec:
         return ConnectorSpec(register_fake_connector(), {**TE_EXTRA, "role": "sender"})
-
-    @pytest.fixture
-    def producer(self, producer_spec: ConnectorSpec) -> Iterator[OmniConnectorBase]:
-        """As the kit's, minus its dependency on consumer_spec, which here needs the producer's bound port."""
-        connector = OmniConnectorFactory.create_connector(producer_spec)
-        yield connector
-        connector.close()
 
     @pytest.fixture
     def consumer_spec(self, connector_spec: ConnectorSpec, producer: Any) -> ConnectorSpec:

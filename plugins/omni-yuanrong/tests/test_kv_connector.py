@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import CLIENT_TIMEOUTS, kv_extra
+from worker_support import CLIENT_TIMEOUTS, kv_extra
 
 from omni_core import ConfigError, ConnectorSpec, OmniConnectorFactory, SerializationError
 from omni_core.testing import ChildConnector, assert_payload_equal, checksum, make_payload

@@ -91,7 +91,7 @@ class ConnectorConformanceTests:
         return connector_spec
 
     @pytest.fixture
-    def producer(self, producer_spec: ConnectorSpec, consumer_spec: ConnectorSpec) -> Iterator[OmniConnectorBase]:
+    def producer(self, producer_spec: ConnectorSpec) -> Iterator[OmniConnectorBase]:
         connector = OmniConnectorFactory.create_connector(producer_spec)
         yield connector
         connector.close()
@@ -110,6 +110,10 @@ class ConnectorConformanceTests:
     def unwrap(self, obj: Any) -> Any:
         """Turn what ``get`` returned into the payload (override for raw buffer handles)."""
         return obj
+
+    def child_connector(self, spec: ConnectorSpec) -> ChildConnector:
+        """A connector built from ``spec`` in a child process (override to bootstrap the child differently)."""
+        return ChildConnector(spec)
 
     # -- helpers -----------------------------------------------------------------
     @staticmethod
@@ -232,7 +236,7 @@ class ConnectorConformanceTests:
         self, producer_spec: ConnectorSpec, consumer: OmniConnectorBase, kind: str
     ) -> None:
         _needs_torch(kind)
-        with ChildConnector(producer_spec) as child:
+        with self.child_connector(producer_spec) as child:
             keys = [self.new_key(f"child{i}") for i in range(3)]
             puts = [child.call({"op": "put", "from": EDGE[0], "to": EDGE[1], "key": k, "kind": kind}) for k in keys]
             for key, answer in zip(keys, puts, strict=True):
@@ -252,7 +256,7 @@ class ConnectorConformanceTests:
             ok, _, metadata = producer.put(*EDGE, key, payload)
             assert ok
             metas[key] = metadata
-        children = [ChildConnector(consumer_spec) for _ in range(readers)]
+        children = [self.child_connector(consumer_spec) for _ in range(readers)]
         try:
             found = []
             for index, key in enumerate(keys):

@@ -9,8 +9,15 @@ from typing import Any
 
 import zmq
 
-from omni_core import BufferAllocator, Capabilities, Delivery, ManagedBuffer, OmniConnectorBase, validate_key
-from omni_core.initialization import get_connector_local_rank
+from omni_core import (
+    BufferAllocator,
+    Capabilities,
+    Delivery,
+    ManagedBuffer,
+    OmniConnectorBase,
+    get_connector_local_rank,
+    validate_key,
+)
 
 from .te_control import (
     ACK_OK,
@@ -61,12 +68,14 @@ class YuanrongTransferEngineConnector(OmniConnectorBase):
         self._pool: Any = None
         self._registered = False
         self._zmq: zmq.Context[Any] | None = None
-        self._outbox = Outbox(ttl_s=0)
+        self.zmq_port: int | None = None
+        self.rpc_port = 0
         self.config = dict(config or {})
         settings = TESettings.from_config(
             self.config, allow_host_pool=engine_factory is not None, local_rank=get_connector_local_rank()
         )
         self.settings = settings
+        self._outbox = Outbox(ttl_s=settings.buffer_ttl_seconds)
         self.role, self.host, self.protocol = settings.role, settings.host, settings.protocol
         self.pool_size, self.pool_device = settings.memory_pool_size, settings.memory_pool_device
         self.sender_host, self.sender_zmq_port = settings.sender_host, settings.sender_zmq_port
@@ -91,9 +100,7 @@ class YuanrongTransferEngineConnector(OmniConnectorBase):
         check(self._engine.register_memory(self.base_ptr, self.pool_size), f"register_memory({self.pool_size} bytes)")
         self._registered = True
         self.allocator = BufferAllocator(self.pool_size, alignment=POOL_ALIGNMENT)
-        self._outbox = Outbox(ttl_s=settings.buffer_ttl_seconds)
         self._zmq = zmq.Context()
-        self.zmq_port: int | None = None
         if self.role == "sender":
             self._server = ControlServer(self._zmq, self.host, settings.zmq_port, self._answer, self._outbox.sweep)
             self.zmq_port = self._server.port
@@ -214,8 +221,8 @@ class YuanrongTransferEngineConnector(OmniConnectorBase):
         """Where this instance listens: host, side-channel and engine RPC ports, role."""
         return {
             "host": self.host,
-            "zmq_port": getattr(self, "zmq_port", None),
-            "rpc_port": getattr(self, "rpc_port", None),
+            "zmq_port": self.zmq_port,
+            "rpc_port": self.rpc_port,
             "role": self.role,
         }
 

@@ -42,8 +42,8 @@ def resolve_pool_device(value: str, *, allow_host: bool) -> str:
     raise ValueError(f"YuanrongTransferEngineConnector memory_pool_device must be {allowed}, got {value!r}{extra}")
 
 
-def require_npu(device: str) -> Any:
-    """Return torch after checking that ``device`` is a usable Ascend NPU; raise NPUUnavailableError otherwise."""
+def require_npu(device: str) -> None:
+    """Check that ``device`` is a usable Ascend NPU (torch_npu loaded); raise NPUUnavailableError otherwise."""
     import torch
 
     try:
@@ -56,15 +56,12 @@ def require_npu(device: str) -> Any:
     npu = getattr(torch, "npu", None)
     if npu is None or not npu.is_available() or npu.device_count() == 0:
         raise NPUUnavailableError(f"memory_pool_device {device!r}: torch_npu sees no NPU; {ASCEND_REQUIREMENT}")
-    return torch
 
 
 def allocate_pool(device: str, size: int) -> Any:
-    """A 1-D uint8 tensor of ``size`` bytes on ``device`` (checked first when it is an NPU)."""
+    """A 1-D uint8 tensor of ``size`` bytes on ``device`` (an NPU only after :func:`require_npu`)."""
     import torch
 
-    if device != HOST_POOL_DEVICE:
-        require_npu(device)
     return torch.empty(size, dtype=torch.uint8, device=device)
 
 
