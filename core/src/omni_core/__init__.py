@@ -84,6 +84,7 @@ if TYPE_CHECKING:
     from .base import OmniConnectorBase, validate_key
     from .capabilities import Capabilities, Delivery
     from .config_loader import load_omni_transfer_config
+    from .digest import checksum
     from .envexpand import AUTO_HOST_VALUES, expand_env_int, expand_env_value
     from .errors import ConfigError, EnvVarExpansionError, PluginError, PortCollisionError, SerializationError
     from .factory import OmniConnectorFactory
@@ -100,8 +101,8 @@ if TYPE_CHECKING:
         resolve_omni_kv_config_for_stage,
     )
     from .kv_pipe import ConnectorKVPipe, KVPipeBase
-    from .plugins import get_plugin_registry
     from .memory_pool import BufferAllocator, ManagedBuffer
+    from .plugins import get_plugin_registry
     from .ports import (
         KV_RANK_PORT_STRIDE,
         KV_REPLICA_PORT_STRIDE,
@@ -118,6 +119,12 @@ if TYPE_CHECKING:
         ServiceRegistration,
         import_target,
     )
-    from .digest import checksum
-    from .serialization import DecodeLimits, OmniSerde, OmniSerializer, SerializedPayload, deserialize_obj, serialize_obj
+    from .serialization import (
+        DecodeLimits,
+        OmniSerde,
+        OmniSerializer,
+        SerializedPayload,
+        deserialize_obj,
+        serialize_obj,
+    )
     from .spec import ConnectorSpec, OmniTransferConfig

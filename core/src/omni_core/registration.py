@@ -200,7 +200,9 @@ class ServiceRegistration:
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not _TARGET.match(self.target):
-            raise ValueError(f"service {self.name!r}: target must look like 'package.module:function', got {self.target!r}")
+            raise ValueError(
+                f"service {self.name!r}: target must look like 'package.module:function', got {self.target!r}"
+            )
 
 
 def import_target(target: str) -> Any:

@@ -78,11 +78,17 @@ def percentile(values: list[float], q: float) -> float:
 # -- role: simulated replicas ------------------------------------------------------
 
 
+def stop_on_sigterm() -> list[int]:
+    """A list that gets the signal number on SIGTERM (no locks in the handler: Event.set could deadlock)."""
+    received: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+    return received
+
+
 def run_replicas(router: str, count: int, offset: int, change_probability: float) -> None:
     """``count`` DEALERs: register, then heartbeat each at 1 Hz (phases spread), until SIGTERM."""
     raise_fd_limit()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stopped = stop_on_sigterm()
     ctx = zmq.Context(io_threads=1)
     ctx.max_sockets = count + 16
     rnd = random.Random(offset)
@@ -97,11 +103,12 @@ def run_replicas(router: str, count: int, offset: int, change_probability: float
         payloads.append(event(addr, "heartbeat", 0))
     start = time.monotonic()
     beat = 0
-    while not stop.is_set():
+    while not stopped:
         for i, sock in enumerate(sockets):
-            due = start + beat + i / count
-            delay = due - time.monotonic()
-            if delay > 0.001 and stop.wait(delay):
+            delay = start + beat + i / count - time.monotonic()
+            if delay > 0.001:
+                time.sleep(delay)
+            if stopped:
                 break
             if rnd.random() < change_probability:
                 payloads[i] = event(addrs[i], "heartbeat", rnd.randrange(64))
@@ -127,11 +134,10 @@ def run_upstream(timeout: float) -> None:
     from vllm_omni.distributed.omni_coordinator import OmniCoordinator
 
     coordinator = OmniCoordinator("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_timeout=timeout)
+    stopped = stop_on_sigterm()
     print(f"router: {coordinator.router_zmq_addr}\npub: {coordinator.pub_zmq_addr}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
+    while not stopped:
+        time.sleep(0.2)
     coordinator.close()
 
 
@@ -202,6 +208,16 @@ class Hub(threading.Thread):
                     self.detections.append(now - self.killed.pop(victim))
         self.sock.close(linger=0)
         self.ctx.term()
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        print(f"[bench] {proc.args} ignored SIGTERM; killing it", file=sys.stderr)
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def start_coordinator(impl: str, timeout: float, upstream: tuple[str, dict[str, str]] | None) -> tuple[Any, str, str]:
@@ -281,14 +297,10 @@ def run_case(impl: str, n: int, args: argparse.Namespace, upstream: tuple[str, d
             time.sleep(0.005)
         window_s, cpu_s = time.monotonic() - t0, cpu_seconds(coordinator.pid) - cpu0
     finally:
-        for sim in sims:
-            sim.terminate()
-        for sim in sims:
-            sim.wait(timeout=30)
+        for proc in (*sims, coordinator):
+            stop_process(proc)
         hub.stop.set()
         hub.join(timeout=5)
-        coordinator.terminate()
-        coordinator.wait(timeout=30)
         ctx.destroy(linger=0)
     return {
         "implementation": impl, "replicas": n, "registration_s": registration_s, "window_s": window_s,

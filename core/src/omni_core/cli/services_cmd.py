@@ -48,8 +48,10 @@ def stop_service(info: dict[str, Any], timeout: float = 20.0) -> None:
 def _up(name: str) -> int:
     services = {s.name: (s, r) for s, r in get_plugin_registry().services()}
     if name not in services:
-        print(f"omni services: unknown service {name!r}; available: {', '.join(sorted(services)) or '(none)'}",
-              file=sys.stderr)
+        print(
+            f"omni services: unknown service {name!r}; available: {', '.join(sorted(services)) or '(none)'}",
+            file=sys.stderr,
+        )
         return 2
     record_path = state_dir() / f"{name}.json"
     if record_path.exists():

@@ -12,7 +12,7 @@ import select
 import statistics
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +36,14 @@ class EdgeStats:
         lat = sorted(self.latencies)
         p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] if lat else 0.0
         rates = [size / t for size, t in zip(self.sizes, self.latencies, strict=True) if t > 0]
-        return [f"{edge[0]} -> {edge[1]}", str(len(self.sizes)), _human(sum(self.sizes)),
-                f"{statistics.median(lat) * 1e3:.2f}" if lat else "-", f"{p99 * 1e3:.2f}",
-                f"{statistics.median(rates) / 1e9:.2f}" if rates else "-"]
+        return [
+            f"{edge[0]} -> {edge[1]}",
+            str(len(self.sizes)),
+            _human(sum(self.sizes)),
+            f"{statistics.median(lat) * 1e3:.2f}" if lat else "-",
+            f"{p99 * 1e3:.2f}",
+            f"{statistics.median(rates) / 1e9:.2f}" if rates else "-",
+        ]
 
 
 def _human(nbytes: float) -> str:
@@ -68,8 +73,10 @@ class Run:
         doc = load_config_document(config_path) or {}
         workload = doc.get("workload")
         if kill_stage is not None:
-            workload = {**(workload or {}), "kill_replica": {"stage": kill_stage,
-                                                             "after": (workload or {}).get("requests", 8) // 3}}
+            workload = {
+                **(workload or {}),
+                "kill_replica": {"stage": kill_stage, "after": (workload or {}).get("requests", 8) // 3},
+            }
         self.workload = Workload.from_config(workload)
         self.coordinator = _coordinator_settings(doc.get("coordinator"))
         transfer = load_omni_transfer_config(config_path)
@@ -107,8 +114,9 @@ class Run:
         self.router = Router(self.replicas, self.coordinator)
         for sid in self.stage_ids:
             count = self.workload.replica_count(int(sid))
-            self.replicas[sid] = [Replica(self.config_path, sid, r, self.router.coordinator_address)
-                                  for r in range(count)]
+            self.replicas[sid] = [
+                Replica(self.config_path, sid, r, self.router.coordinator_address) for r in range(count)
+            ]
         for replica in self._all():
             message = self._next_line(replica, self.workload.timeout_s + 30)
             if message.get("op") != "ready":
@@ -130,7 +138,9 @@ class Run:
             ready, _, _ = select.select([replica.fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready or not replica.pump():
                 code = replica.proc.poll()
-                raise RunFailed(f"{replica.label} " + ("did not answer" if code is None else f"exited with code {code}"))
+                raise RunFailed(
+                    f"{replica.label} " + ("did not answer" if code is None else f"exited with code {code}")
+                )
         return replica.lines.pop(0)
 
     # -- routing ----------------------------------------------------------------------
@@ -216,8 +226,9 @@ class Run:
             self.outputs_sent[(rid, edge[0])] += 1
             if self.outputs_sent[(rid, edge[0])] >= len(self.out_edges[edge[0]]):
                 self._complete(rid, edge[0], replica)
-            self._route(rid, edge[1]).send({"op": "fetch", "request_id": rid, "edge": edge,
-                                            "metadata": message["metadata"]})
+            self._route(rid, edge[1]).send(
+                {"op": "fetch", "request_id": rid, "edge": edge, "metadata": message["metadata"]}
+            )
         elif op == "received":
             self._received(replica, rid, edge, message)
         elif op == "done":
@@ -254,8 +265,10 @@ class Run:
         for rid in (f"req-{i:06d}" for i in range(self.workload.requests)):
             for edge in self.edges:
                 if self.deliveries[(rid, edge)] != 1:
-                    raise RunFailed(f"edge {edge[0]}->{edge[1]}: request {rid} delivered "
-                                    f"{self.deliveries[(rid, edge)]} times, expected exactly once")
+                    raise RunFailed(
+                        f"edge {edge[0]}->{edge[1]}: request {rid} delivered "
+                        f"{self.deliveries[(rid, edge)]} times, expected exactly once"
+                    )
         if self.killed is not None and self.router is not None and self.router.hub is not None:
             self._wait_dropped(self.killed)
 
@@ -269,17 +282,23 @@ class Run:
             time.sleep(0.1)
 
     def report(self, wall: float) -> str:
-        table = render_table(["edge", "requests", "bytes", "put+get p50 ms", "p99 ms", "GB/s (median)"],
-                             [self.stats[e].row(e) for e in self.edges])
+        table = render_table(
+            ["edge", "requests", "bytes", "put+get p50 ms", "p99 ms", "GB/s (median)"],
+            [self.stats[e].row(e) for e in self.edges],
+        )
         lines = [table, ""]
         if any(len(r) > 1 for r in self.replicas.values()):
             rows = [[label, str(n)] for label, n in sorted(self.handled.items())]
             lines += [render_table(["replica", "requests handled"], rows), ""]
         if self.killed is not None:
-            lines.append(f"killed {self.killed.label}; {self.rerouted} unfinished request(s) re-routed"
-                         + ("; the coordinator dropped it from its list" if self.coordinator else ""))
-        lines.append(f"{self.workload.requests} requests through {len(self.stage_ids)} stages in {wall:.2f} s; "
-                     "every payload arrived intact, exactly once.")
+            lines.append(
+                f"killed {self.killed.label}; {self.rerouted} unfinished request(s) re-routed"
+                + ("; the coordinator dropped it from its list" if self.coordinator else "")
+            )
+        lines.append(
+            f"{self.workload.requests} requests through {len(self.stage_ids)} stages in {wall:.2f} s; "
+            "every payload arrived intact, exactly once."
+        )
         return "\n".join(lines)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from typing import Any
 
 
@@ -119,7 +119,8 @@ class Router:
             return alive[next(self._turn[stage]) % len(alive)]
         by_address = {r.address: r for r in alive}
         candidates = [info for info in self.listed(stage) if info.input_addr in by_address] or [
-            _StandIn(r.address) for r in alive  # coordinator has not caught up yet
+            _StandIn(r.address)
+            for r in alive  # coordinator has not caught up yet
         ]
         index = self.balancer.select({"request_id": request_id}, candidates)
         return by_address[candidates[index].input_addr]

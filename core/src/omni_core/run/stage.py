@@ -54,14 +54,19 @@ class StageWorker:
             from omni_coordinator import create_stage_coord_client
 
             self.coord_client = create_stage_coord_client(
-                coord_zmq_addr=coordinator, input_addr=address, output_addr=address + "#out", stage_id=stage_id,
+                coord_zmq_addr=coordinator,
+                input_addr=address,
+                output_addr=address + "#out",
+                stage_id=stage_id,
                 queue_length_getter=lambda: len(self.pending),
             )
 
     def receive(self, request_id: str, edge: tuple[str, str], metadata: dict[str, Any] | None) -> None:
         connector = self.inputs[edge]
         started = time.perf_counter()
-        result = connector.get_with_deadline(*edge, request_id, metadata, deadline=time.monotonic() + self.workload.timeout_s)
+        result = connector.get_with_deadline(
+            *edge, request_id, metadata, deadline=time.monotonic() + self.workload.timeout_s
+        )
         get_s = time.perf_counter() - started
         if result is None:
             _say({"op": "lost", "request_id": request_id, "edge": edge})
@@ -160,8 +165,14 @@ def main(argv: list[str]) -> int:
                 try:
                     worker.receive(command["request_id"], tuple(command["edge"]), command.get("metadata"))
                 except Exception as exc:  # reported, so the orchestrator names the edge and request
-                    _say({"op": "error", "request_id": command["request_id"], "edge": command["edge"],
-                          "error": f"{type(exc).__name__}: {exc}"})
+                    _say(
+                        {
+                            "op": "error",
+                            "request_id": command["request_id"],
+                            "edge": command["edge"],
+                            "error": f"{type(exc).__name__}: {exc}",
+                        }
+                    )
             elif command["op"] == "stop":
                 break
     finally:

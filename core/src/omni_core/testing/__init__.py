@@ -31,11 +31,12 @@ import pytest
 
 from omni_core.base import OmniConnectorBase
 from omni_core.capabilities import Delivery
+from omni_core.digest import checksum
 from omni_core.errors import ConfigError
 from omni_core.factory import OmniConnectorFactory
+from omni_core.remote import ChildConnector
+from omni_core.samples import PAYLOAD_KINDS, TENSOR_KINDS, make_payload
 from omni_core.spec import ConnectorSpec
-from omni_core.testing.payloads import PAYLOAD_KINDS, TENSOR_KINDS, assert_payload_equal, checksum, make_payload
-from omni_core.testing.processes import ChildConnector
 
 __all__ = [
     "PAYLOAD_KINDS",
@@ -58,6 +59,11 @@ def kit_override(reason: str) -> Callable[[Callable[..., Any]], Callable[..., An
         return func
 
     return mark
+
+
+def assert_payload_equal(expected: Any, actual: Any) -> None:
+    """Assert type-exact equality (tuples stay tuples, tensors keep dtype, shape and bits)."""
+    assert checksum(actual) == checksum(expected), f"payload differs: expected {expected!r:.200}, got {actual!r:.200}"
 
 
 def _require(condition: bool, reason: str) -> None:

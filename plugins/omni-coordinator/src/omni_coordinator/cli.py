@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 #: Lines ``serve`` prints once bound, in this order: ``router: tcp://...`` then ``pub: tcp://...``.
@@ -50,9 +51,11 @@ def serve(args: argparse.Namespace) -> int:
     if args.curve_authorized_keys and not args.curve_secret_key:
         print("omni coordinator serve: --curve-authorized-keys needs --curve-secret-key", file=sys.stderr)
         return 2
-    stop = threading.Event()
+    # The handler only records the signal: taking a lock in a signal handler (Event.set) can deadlock
+    # against the main thread holding that lock.
+    signals: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda signum, _frame: signals.append(signum))
     try:
         curve = None
         if args.curve_secret_key:
@@ -68,10 +71,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"omni coordinator serve: {exc}", file=sys.stderr)
         return 1
     print(f"router: {coordinator.router_zmq_addr}\npub: {coordinator.pub_zmq_addr}", flush=True)
+    lifeline_closed = threading.Event()
     if args.stdin_lifeline:
-        threading.Thread(target=lambda: (sys.stdin.buffer.read(), stop.set()), daemon=True).start()
-    while not stop.wait(1.0):
-        pass
+        threading.Thread(target=lambda: (sys.stdin.buffer.read(), lifeline_closed.set()), daemon=True).start()
+    while not signals and not lifeline_closed.is_set():
+        time.sleep(0.2)
     coordinator.close()
     return 0
 
