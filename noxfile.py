@@ -53,7 +53,7 @@ def _install(session: nox.Session, package: str) -> list[str]:
         session.install("numpy", CORE)
         return ["core/tests"]
     if package == "cross":
-        session.install(CORE, *PLUGIN_DIR.values(), *DUMMY_PLUGINS)
+        session.install("numpy", "matplotlib", CORE, *PLUGIN_DIR.values(), *DUMMY_PLUGINS)
         return ["tests"]
     _ensure_system_libs(session, package)
     target = PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else "")

@@ -42,7 +42,7 @@ class ChildConnector:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"},  # idle torch workers spin
         )
         ready = self._read()
         if not ready.get("ready"):

@@ -25,6 +25,13 @@ def _build_parser(plugin_commands: dict[str, str]) -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     run.add_argument("--kill-replica", type=int, metavar="STAGE", help="SIGKILL one replica of STAGE mid-run")
+    bench = sub.add_parser("bench", help="measure connector bandwidth between two processes (memcpy as ceiling)")
+    bench.add_argument("--connectors", default="SharedMemoryConnector", help="comma-separated connector names")
+    bench.add_argument("--config", help="YAML/JSON mapping connector name -> extra (servers, ports)")
+    bench.add_argument("--sizes", default="4KiB,1MiB,16MiB,64MiB", help="comma-separated payload sizes")
+    bench.add_argument("--repeat", type=int, default=10, help="samples per size (after one warm-up)")
+    bench.add_argument("--out", default="bench-results/omni", help="directory for results.json, .md and .png")
+    bench.add_argument("--no-progress", action="store_true")
     services = sub.add_parser("services", help="start or stop local backends for trying the examples")
     services_sub = services.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = services_sub.add_parser("up", help="start a local backend (e.g. mooncake, yuanrong)")
@@ -63,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import config_cmd
 
         return config_cmd.run(args)
+    if args.command == "bench":
+        from . import bench_cmd
+
+        return bench_cmd.run(args)
     if args.command == "services":
         from . import services_cmd
 

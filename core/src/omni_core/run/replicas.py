@@ -27,7 +27,8 @@ class Replica:
         command = [sys.executable, "-m", "omni_core.run.stage", config_path, stage_id]
         if coordinator:
             command += [coordinator, self.address]
-        env = {**os.environ, "OMNI_REPLICA_ID": str(replica_id)}
+        # one torch thread: stages move data, and idle torch workers spinning on few cores starve the others
+        env = {"OMP_NUM_THREADS": "1", **os.environ, "OMNI_REPLICA_ID": str(replica_id)}
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         assert self.proc.stdout is not None
         self.fd = self.proc.stdout.fileno()

@@ -33,9 +33,7 @@ class StageWorker:
         self.stage_id = stage_id
         self.workload = Workload.from_config((load_config_document(config_path) or {}).get("workload"))
         if self.workload.tensor_bytes or self.workload.kv_cache_bytes:
-            import torch  # load before the first request so its latency is not the import
-
-            torch.set_num_threads(1)  # stages are data movers; idle torch workers spinning starve the other stages
+            import torch  # noqa: F401 - load before the first request so its latency is not the import
         transfer = load_omni_transfer_config(config_path)
         payload = get_stage_connector_config(transfer, stage_id)
         incoming = stage_payload_to_specs(stage_id, payload)
