@@ -14,8 +14,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypedDict
 
-from omni_core import import_target
-from omni_core.plugins import get_plugin_registry
+from omni_core import get_plugin_registry, import_target
 
 from .messages import ReplicaInfo
 

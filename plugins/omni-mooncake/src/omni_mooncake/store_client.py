@@ -130,20 +130,28 @@ class StoreClient:
             raise StoreError(f"size of {key!r}: {codes.describe(size)}", size)
         return int(size)
 
-    def read_into(self, key: str, address: int, size: int) -> bool:
-        """Read the ``size``-byte object under ``key`` to ``address``; False if it is gone."""
+    def read_into(self, key: str, address: int, capacity: int) -> int | None:
+        """Read the object under ``key`` into ``capacity`` bytes at ``address``; its size, or None if it is gone.
+
+        A buffer too small for the object raises StoreError with code INVALID_PARAMS.
+        """
         chunk = self._chunk_bytes
-        if chunk is None or size <= chunk:
-            rc = self._store.get_into(key, address, size)
+        if chunk is None or capacity <= chunk:
+            rc = self._store.get_into(key, address, capacity)
             if rc != codes.LEASE_EXPIRED:
-                return self._check_read(key, rc, size)
-            chunk = max(MIN_CHUNK_BYTES, min(FIRST_CHUNK_BYTES, size // 2))
+                return self._checked(key, rc)
+        size = self.size(key)  # chunked reads need the exact size
+        if size is None:
+            return None
+        if size > capacity:
+            raise StoreError(f"read of {key!r}: {size} bytes do not fit in {capacity}", codes.INVALID_PARAMS)
+        chunk = chunk or max(MIN_CHUNK_BYTES, min(FIRST_CHUNK_BYTES, size // 2))
         while True:
             rc = self._read_chunks(key, address, size, chunk)
             if rc != codes.LEASE_EXPIRED:
                 with self._chunk_lock:
                     self._chunk_bytes = min(chunk, self._chunk_bytes or chunk)
-                return self._check_read(key, rc, size)
+                return self._checked(key, rc)
             if chunk <= MIN_CHUNK_BYTES:
                 raise StoreError(f"read of {key!r}: every {chunk}-byte chunk outlived the master's lease", rc)
             chunk //= 2
@@ -158,15 +166,13 @@ class StoreClient:
         return size
 
     @staticmethod
-    def _check_read(key: str, rc: int, size: int) -> bool:
+    def _checked(key: str, rc: int) -> int | None:
         if rc in codes.NOT_THERE:
-            return False
-        if rc != size:
-            detail = codes.describe(rc) if rc < 0 else f"{rc} bytes instead of {size} (replaced meanwhile?)"
-            unconfirmed = rc < 0 and rc not in codes.SAFE_GET_FAILURES
-            raise StoreError(f"read of {key!r} failed: {detail}", rc if rc < 0 else codes.INTERNAL_ERROR,
-                             unconfirmed=unconfirmed)
-        return True
+            return None
+        if rc < 0:
+            unconfirmed = rc not in codes.SAFE_GET_FAILURES
+            raise StoreError(f"read of {key!r} failed: {codes.describe(rc)}", rc, unconfirmed=unconfirmed)
+        return rc
 
     # -- memory ----------------------------------------------------------------------------------
     def register(self, address: int, size: int) -> None:

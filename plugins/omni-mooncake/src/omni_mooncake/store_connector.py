@@ -11,6 +11,7 @@ import numpy as np
 
 from omni_core import OmniConnectorBase, OmniSerializer, SerializationError, validate_key
 
+from . import store_codes as codes
 from .config import resolve_settings
 from .hooks import STORE_REGISTRATION
 from .local_pool import LocalBufferPool
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest pause between two looks for a key that has not appeared yet.
 MAX_POLL_INTERVAL_S = 0.05
+#: The metadata key ``put`` returns: the size of the value stored under the key.
+VALUE_SIZE = "value_size"
 
 
 class MooncakeStoreConnector(OmniConnectorBase):
@@ -64,24 +67,30 @@ class MooncakeStoreConnector(OmniConnectorBase):
 
     # -- contract -----------------------------------------------------------------------------
     def put(self, from_stage: str, to_stage: str, put_key: str, data: Any) -> tuple[bool, int, dict[str, Any] | None]:
-        """Store ``data`` under ``put_key`` for the edge; returns ``(ok, size, None)`` (the key is the rendezvous)."""
+        """Store ``data`` under ``put_key`` for the edge; returns ``(ok, size, {"value_size": n})``.
+
+        The key is the rendezvous: the metadata is optional for ``get`` (it saves one size lookup).
+        """
         validate_key(put_key)
         client, pool = self._open()
         key = self._make_key(put_key, str(from_stage), str(to_stage))
         try:
-            size = self._write(client, pool, key, data)
+            size, value_size = self._write(client, pool, key, data)
         except (StoreError, SerializationError, TypeError, ValueError, MemoryError) as exc:
             self._counters.add("errors")
             logger.error("MooncakeStoreConnector: put of %r failed: %s", key, exc)
             return False, 0, None
         self._counters.add("puts")
         self._counters.add("bytes_transferred", size)
-        return True, size, None
+        return True, size, {VALUE_SIZE: value_size}
 
     def get(
         self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
     ) -> tuple[Any, int] | None:
-        """``(payload, size)`` once ``get_key`` is in the store (waiting up to ``get_timeout_s``), else None."""
+        """``(payload, size)`` once ``get_key`` is in the store (waiting up to ``get_timeout_s``), else None.
+
+        ``metadata`` from ``put`` is optional; it saves one size lookup.
+        """
         return self.get_with_deadline(
             from_stage, to_stage, get_key, metadata, deadline=time.monotonic() + self.get_timeout_s
         )
@@ -99,10 +108,12 @@ class MooncakeStoreConnector(OmniConnectorBase):
         validate_key(get_key)
         client, pool = self._open()
         key = self._make_key(get_key, str(from_stage), str(to_stage))
+        hint = metadata.get(VALUE_SIZE) if isinstance(metadata, dict) else None
+        size_hint = hint if type(hint) is int and hint > 0 else None
         delay = 0.001
         while True:
             try:
-                result = self._read(client, pool, key)
+                result = self._read(client, pool, key, size_hint)
             except (StoreError, SerializationError, ValueError) as exc:
                 self._counters.add("errors")
                 logger.error("MooncakeStoreConnector: get of %r failed: %s", key, exc)
@@ -170,8 +181,11 @@ class MooncakeStoreConnector(OmniConnectorBase):
         return client, pool
 
     @staticmethod
-    def _write(client: StoreClient, pool: LocalBufferPool, key: str, data: Any) -> int:
-        """Write ``data`` under ``key`` (direct layout when it pays, else framed); return its size."""
+    def _write(client: StoreClient, pool: LocalBufferPool, key: str, data: Any) -> tuple[int, int]:
+        """Write ``data`` under ``key`` (direct layout when it pays, else framed).
+
+        Returns the payload's size and the size of the value stored under ``key`` itself.
+        """
         layout = layout_of(data, arrays=True)
         source = host_address(data) if layout is not None and layout.nbytes >= DIRECT_MIN_BYTES else None
         if layout is not None and source is not None:
@@ -184,38 +198,49 @@ class MooncakeStoreConnector(OmniConnectorBase):
                 client.registered(descriptor.ctypes.data, descriptor.size),
             ):
                 client.put(items)
-            return layout.nbytes
+            return layout.nbytes, descriptor.size
         payload = OmniSerializer.prepare(data)
         region, pooled = pool.region(payload.nbytes)
         payload.write_into(region)
         with client.retaining_on_unconfirmed(region), _registered_unless(pooled, client, region):
             client.put([(key, region.ctypes.data, payload.nbytes)])
-        return payload.nbytes
+        return payload.nbytes, payload.nbytes
 
     @staticmethod
-    def _read(client: StoreClient, pool: LocalBufferPool, key: str) -> tuple[Any, int] | None:
+    def _read(client: StoreClient, pool: LocalBufferPool, key: str, size_hint: int | None) -> tuple[Any, int] | None:
         """``(payload, size)`` under ``key``, or None if it is not (completely) there."""
-        size = client.size(key)
-        if size is None:
-            return None
-        value = _fetch(client, pool, key, size)
+        value = _fetch(client, pool, key, size_hint)
         if value is None:
             return None
         layout = decode_descriptor(value)
         if layout is None:
-            return OmniSerializer.deserialize(value, zero_copy=True), size
+            return OmniSerializer.deserialize(value, zero_copy=True), value.size
         data = _fetch(client, pool, data_key(key), layout.nbytes)
-        if data is None:
+        if data is None or data.size != layout.nbytes:
             return None  # the descriptor is visible before its data has landed, or the data was removed
         return rebuild(layout, data, copy=False), layout.nbytes
 
 
-def _fetch(client: StoreClient, pool: LocalBufferPool, key: str, size: int) -> np.ndarray | None:
-    """Read the ``size``-byte object ``key`` into a local-buffer region (None if it is gone)."""
-    region, pooled = pool.region(size)
-    with client.retaining_on_unconfirmed(region), _registered_unless(pooled, client, region):
-        found = client.read_into(key, region.ctypes.data, size)
-    return region if found else None
+def _fetch(client: StoreClient, pool: LocalBufferPool, key: str, size: int | None) -> np.ndarray | None:
+    """The object under ``key`` read into a local-buffer region (None if it is not there).
+
+    ``size`` is what the caller expects (from metadata); without it, or when the value outgrew it, the
+    store is asked.
+    """
+    expected = size if size is not None else client.size(key)
+    if expected is None:
+        return None
+    region, pooled = pool.region(expected)
+    try:
+        with client.retaining_on_unconfirmed(region), _registered_unless(pooled, client, region):
+            read = client.read_into(key, region.ctypes.data, expected)
+    except StoreError as exc:
+        if size is None or exc.code != codes.INVALID_PARAMS:
+            raise
+        return _fetch(client, pool, key, None)  # replaced by a bigger value since the metadata was made
+    if read is None:
+        return None
+    return region if read == expected else region[:read]
 
 
 def _registered_unless(pooled: bool, client: StoreClient, region: np.ndarray) -> AbstractContextManager[None]:

@@ -44,7 +44,8 @@ class SenderService:
             start_by = received_at + request.wait_ms / 1000 - engine_transfer_bound_s(claimed.size) - START_MARGIN_S
             if time.monotonic() > start_by:
                 return wire.error_reply(wire.EXPIRED, "the receiver stops waiting before the write could finish")
-            rc = self._engine.transfer_sync_write(request.session, claimed.buffer.data_ptr, request.address, claimed.size)
+            source = claimed.buffer.data_ptr
+            rc = self._engine.transfer_sync_write(request.session, source, request.address, claimed.size)
             if rc != 0:
                 self._counters.add("failed_transfers")
                 logger.warning("TransferEngine write of %r to %s failed (%s)", request.key, request.session, rc)
