@@ -9,7 +9,7 @@ load on a shared host hits both alike.  Per payload size (1, 16, 256 MiB of uint
 
 * Store: a holder process owns the only segment, so writers and readers both cross TCP.  Raw reference:
   ``put_from`` / ``get_into`` with registered buffers and known sizes.  Connector: ``put(tensor)`` and
-  ``get`` (which also looks the size up and returns a tensor).
+  ``get`` with the put metadata, as an orchestrator forwards it (it returns a tensor).
 * TransferEngine: raw reference ``transfer_sync_write`` (and ``transfer_sync_read``) between registered
   buffers.  Connector: ``get`` with the put metadata, timed in the receiver (side-channel request, the
   sender's write into the receiver's pool, reply), against the raw write that moves the same bytes;
@@ -128,7 +128,7 @@ def run_store(master: str, reps: dict[int, int]) -> dict[tuple[str, str, int], l
                     key = f"{impl}-{nbytes}-{i}"
                     put = writer.call("put", key=key, nbytes=nbytes)
                     extra = {"verify": True} if impl == "connector" and i == 0 else {}
-                    got = reader.call("get", key=key, nbytes=nbytes, **extra)
+                    got = reader.call("get", key=key, nbytes=nbytes, metadata=put["metadata"], **extra)
                     writer.call("remove", key=key)
                     if i >= WARMUP:
                         samples.setdefault((impl, ops[0], nbytes), []).append(put["seconds"])

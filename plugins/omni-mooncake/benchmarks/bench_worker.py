@@ -64,9 +64,9 @@ class RawStore:
 
     def put(self, key: str, nbytes: int) -> dict[str, Any]:
         seconds, rc = timed(self.store.put_from, key, self.buffer.ctypes.data, nbytes)
-        return {"seconds": seconds, "ok": rc == 0}
+        return {"seconds": seconds, "ok": rc == 0, "metadata": None}
 
-    def get(self, key: str, nbytes: int) -> dict[str, Any]:
+    def get(self, key: str, nbytes: int, metadata: None = None) -> dict[str, Any]:
         seconds, rc = timed(self.store.get_into, key, self.buffer.ctypes.data, nbytes)
         return {"seconds": seconds, "ok": rc == nbytes}
 
@@ -92,11 +92,11 @@ class ConnectorStore:
 
     def put(self, key: str, nbytes: int) -> dict[str, Any]:
         payload = self.payloads.setdefault(nbytes, pattern(nbytes, 0))
-        seconds, (ok, _, _) = timed(self.connector.put, "0", "1", key, payload)
-        return {"seconds": seconds, "ok": ok}
+        seconds, (ok, _, metadata) = timed(self.connector.put, "0", "1", key, payload)
+        return {"seconds": seconds, "ok": ok, "metadata": metadata}
 
-    def get(self, key: str, nbytes: int, verify: bool = False) -> dict[str, Any]:
-        seconds, result = timed(self.connector.get, "0", "1", key)
+    def get(self, key: str, nbytes: int, metadata: dict[str, Any], verify: bool = False) -> dict[str, Any]:
+        seconds, result = timed(self.connector.get, "0", "1", key, metadata)
         ok = result is not None  # its size counts the frame header too when the payload was framed
         if ok and verify:
             ok = torch.equal(result[0], pattern(nbytes, 0))

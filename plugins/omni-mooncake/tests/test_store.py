@@ -64,7 +64,7 @@ def test_payloads_cross_processes_both_ways(
     key = new_key("kinds")
     answer = peer.put(key, spec)
     assert answer["ok"] and answer["metadata"]["value_size"] > 0
-    result = store.get(*EDGE, key)
+    result = store.get(*EDGE, key, answer["metadata"])  # with the metadata: no size lookup
     assert result is not None
     assert checksum(result[0]) == digest(spec) and result[1] == answer["size"]
 
@@ -139,10 +139,14 @@ def test_cleanup_really_removes_even_with_a_read_lease(store: MooncakeStoreConne
 
 def test_second_put_replaces_the_value(store: MooncakeStoreConnector) -> None:
     key = new_key("replace")
+    ok, _, small = store.put(*EDGE, key, {"version": 1})
+    assert ok
     assert store.put(*EDGE, key, build({"tensor_bytes": 8 * MiB, "seed": 5}))[0]
-    assert store.put(*EDGE, key, {"version": 2})[0]
-    result = store.get(*EDGE, key)
-    assert result is not None and result[0] == {"version": 2}
+    ok, _, last = store.put(*EDGE, key, {"version": 3, "pad": "x" * 5000})
+    assert ok
+    for metadata in (None, small, last):  # stale metadata (a smaller value) still finds the new value
+        result = store.get(*EDGE, key, metadata)
+        assert result is not None and result[0]["version"] == 3
     store.cleanup(key)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omni_core import Capabilities, ConfigKey, ConnectorRegistration, Delivery, hookimpl
+from omni_core import Capabilities, ConfigKey, ConnectorRegistration, Delivery, ServiceRegistration, hookimpl
 
 INSTALL_HINT = "pip install omni-yuanrong  (installs openyuanrong-datasystem)"
 
@@ -50,3 +50,8 @@ def omni_register_connectors() -> list[ConnectorRegistration]:
             description="openYuanrong TransferEngine (Ascend NPU, receiver reads)",
         ),
     ]
+
+
+@hookimpl
+def omni_register_services() -> list[ServiceRegistration]:
+    return [ServiceRegistration("yuanrong", "a local openYuanrong datasystem worker", "omni_yuanrong.services:start_worker")]
