@@ -13,17 +13,21 @@ from test_omni_run import EXAMPLES, _table, omni_run
 
 
 def _omni(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "omni_core.cli.main", *args], capture_output=True, text=True,
-                          timeout=180, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "omni_core.cli.main", *args], capture_output=True, text=True, timeout=180, env=env
+    )
 
 
 def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
 
-@pytest.mark.parametrize(("service", "example", "requests"), [
-    ("yuanrong", "thinker_talker_vocoder_yuanrong.yaml", 16),
-])
+@pytest.mark.parametrize(
+    ("service", "example", "requests"),
+    [
+        ("yuanrong", "thinker_talker_vocoder_yuanrong.yaml", 16),
+    ],
+)
 def test_example_against_a_service_started_by_omni_services(tmp_path, monkeypatch, service, example, requests):
     env = {**os.environ, "OMNI_STATE_DIR": str(tmp_path / "state")}
     up = _omni("services", "up", service, env=env)

@@ -10,9 +10,23 @@ import sys
 def test_bench_writes_json_table_and_plot(tmp_path) -> None:
     out = tmp_path / "bench"
     done = subprocess.run(
-        [sys.executable, "-m", "omni_core.cli.main", "bench", "--connectors", "SharedMemoryConnector,DropboxConnector",
-         "--sizes", "4KiB,1MiB", "--repeat", "3", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "omni_core.cli.main",
+            "bench",
+            "--connectors",
+            "SharedMemoryConnector,DropboxConnector",
+            "--sizes",
+            "4KiB,1MiB",
+            "--repeat",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     results = json.loads((out / "results.json").read_text())["results"]
@@ -26,7 +40,20 @@ def test_bench_writes_json_table_and_plot(tmp_path) -> None:
 
 
 def test_bench_unknown_connector_fails_before_starting(tmp_path) -> None:
-    done = subprocess.run([sys.executable, "-m", "omni_core.cli.main", "bench", "--connectors", "NoSuchConnector",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omni_core.cli.main",
+            "bench",
+            "--connectors",
+            "NoSuchConnector",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "unknown connector 'NoSuchConnector'" in done.stderr
     assert not (tmp_path / "results.json").exists()

@@ -31,8 +31,12 @@ def _stage_processes() -> list[int]:
 
 def omni_run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     before = set(_stage_processes())
-    done = subprocess.run([sys.executable, "-m", "omni_core.cli.main", "run", "--no-progress", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "omni_core.cli.main", "run", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     survivors = sorted(set(_stage_processes()) - before)
     assert not survivors, f"stage or coordinator processes outlived omni run: {survivors}"
     return done
@@ -103,7 +107,8 @@ def test_readme_first_command_from_a_clean_checkout(tmp_path) -> None:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(tmp_path / "clone")], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOX", "VIRTUAL_ENV"))}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".nox" not in p)
-    done = subprocess.run(command, shell=True, cwd=tmp_path / "clone", capture_output=True, text=True,
-                          timeout=1200, env=env)
+    done = subprocess.run(
+        command, shell=True, cwd=tmp_path / "clone", capture_output=True, text=True, timeout=1200, env=env
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"^0 -> 1\s+24\s", done.stdout, re.M) and "exactly once" in done.stdout

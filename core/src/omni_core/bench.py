@@ -108,7 +108,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in dict.fromkeys(r["connector"] for r in results):
         rows = [r for r in results if r["connector"] == name]
-        style = {"linestyle": "--", "color": "gray"} if name == "memcpy" else {"marker": "o"}
+        style: dict[str, Any] = {"linestyle": "--", "color": "gray"} if name == "memcpy" else {"marker": "o"}
         ax.plot([r["bytes"] for r in rows], [r["median_gbps"] for r in rows], label=name, **style)
     ax.set(xscale="log", xlabel="payload size (bytes)", ylabel="GB/s (median, put + get)",
            title="omni bench: connector bandwidth between two processes")

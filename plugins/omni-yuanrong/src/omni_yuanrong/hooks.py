@@ -54,4 +54,6 @@ def omni_register_connectors() -> list[ConnectorRegistration]:
 
 @hookimpl
 def omni_register_services() -> list[ServiceRegistration]:
-    return [ServiceRegistration("yuanrong", "a local openYuanrong datasystem worker", "omni_yuanrong.services:start_worker")]
+    return [
+        ServiceRegistration("yuanrong", "a local openYuanrong datasystem worker", "omni_yuanrong.services:start_worker")
+    ]
