@@ -55,3 +55,15 @@ def test_example_with_unset_service_variable_names_it(monkeypatch) -> None:
 def test_unknown_service_lists_available(tmp_path) -> None:
     done = _omni("services", "up", "nope", env={**os.environ, "OMNI_STATE_DIR": str(tmp_path)})
     assert done.returncode == 2 and "available:" in done.stderr and "yuanrong" in done.stderr
+
+
+def test_backend_that_is_down_names_the_stage_and_leaves_nothing(monkeypatch) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("OMNI_YR_PORT", str(port))
+    done = omni_run(str(EXAMPLES / "thinker_talker_vocoder_yuanrong.yaml"))
+    assert done.returncode == 1
+    assert "failed to start" in done.stderr and f"127.0.0.1:{port}" in done.stderr, done.stderr

@@ -14,14 +14,15 @@ from omni_core import ConnectorSpec, OmniConnectorBase, OmniConnectorFactory
 from omni_core.testing import ConnectorConformanceTests
 
 
-class TestMooncakeStoreConformance(ConnectorConformanceTests):
-    @pytest.fixture(scope="class")
-    def shared_store(self, master: MooncakeMaster) -> Iterator[OmniConnectorBase]:
-        # one store client for the class: closing one takes about 2 s
-        connector = OmniConnectorFactory.create_connector(ConnectorSpec("MooncakeStoreConnector", store_extra(master)))
-        yield connector
-        connector.close()
+@pytest.fixture(scope="module")
+def shared_store(master: MooncakeMaster) -> Iterator[OmniConnectorBase]:
+    """One store client for the whole class: closing one takes about 2 s."""
+    connector = OmniConnectorFactory.create_connector(ConnectorSpec("MooncakeStoreConnector", store_extra(master)))
+    yield connector
+    connector.close()
 
+
+class TestMooncakeStoreConformance(ConnectorConformanceTests):
     @pytest.fixture
     def connector_spec(self, master: MooncakeMaster) -> ConnectorSpec:
         return ConnectorSpec("MooncakeStoreConnector", store_extra(master))
