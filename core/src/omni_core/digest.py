@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 from typing import Any
+
+
+def host_bytes(tensor: Any) -> memoryview:
+    """A read-only byte view of a contiguous CPU tensor (no numpy needed); keep ``tensor`` alive while using it."""
+    nbytes = tensor.numel() * tensor.element_size()
+    return memoryview((ctypes.c_char * nbytes).from_address(tensor.data_ptr())).cast("B").toreadonly()
 
 
 def checksum(obj: Any) -> str:
@@ -18,12 +25,10 @@ def _feed(digest: Any, obj: Any) -> None:
     kind = type(obj)
     module = kind.__module__
     if module.startswith("torch") and kind.__name__ == "Tensor":
-        import torch
-
         data = obj.detach().cpu().contiguous()
         digest.update(f"T{data.dtype}{tuple(data.shape)}".encode())
         if data.numel():
-            digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+            digest.update(host_bytes(data))
     elif module.startswith("numpy") and kind.__name__ == "ndarray":
         digest.update(f"A{obj.dtype.str}{obj.shape}".encode())
         digest.update(obj.tobytes())

@@ -266,7 +266,9 @@ class ManagedBuffer:
 
     def to_bytes(self) -> bytes:
         """Copy the range into ``bytes`` (device-to-host for a CUDA pool)."""
-        return self.tensor.cpu().numpy().tobytes()
+        from .digest import host_bytes
+
+        return bytes(host_bytes(self.tensor.cpu()))
 
     def __enter__(self) -> Self:
         return self

@@ -38,7 +38,7 @@ from typing import Any
 MIB = 1 << 20
 SIZES = {"1 MiB": 1 * MIB, "16 MiB": 16 * MIB, "256 MiB": 256 * MIB}
 #: size -> (repetitions, quick repetitions); two warm-up iterations come first
-REPS = {1 * MIB: (40, 10), 16 * MIB: (15, 5), 256 * MIB: (6, 3)}
+REPS = {1 * MIB: (100, 20), 16 * MIB: (30, 8), 256 * MIB: (8, 3)}
 WARMUP = 2
 WORKER = Path(__file__).with_name("bench_worker.py")
 #: (backend, connector op, raw op it is compared with)

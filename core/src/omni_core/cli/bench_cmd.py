@@ -22,6 +22,9 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(extras, dict):
             raise ConfigError(f"{args.config}: expected a mapping of connector name -> extra")
         return run_bench(connectors, extras, sizes, args.repeat, Path(args.out), progress=not args.no_progress)
+    except ModuleNotFoundError as exc:
+        print(f"omni bench: {exc}; install it with: pip install numpy matplotlib", file=sys.stderr)
+        return 1
     except (ConfigError, PluginError, ValueError, OSError, RuntimeError) as exc:
         print(f"omni bench: {exc}", file=sys.stderr)
         return 1

@@ -18,8 +18,8 @@ from .raw_payload import RawLayout
 
 DESCRIPTOR_MAGIC = b"OMD1"
 DATA_SUFFIX = "#data"
-#: Raw payloads at least this big use the direct layout (below it one copy is cheaper than a second object).
-DIRECT_MIN_BYTES = 4 << 20
+#: Raw payloads at least this big use the direct layout (below it, one copy costs less than a second object).
+DIRECT_MIN_BYTES = 1 << 20
 #: A descriptor is never longer than this.
 MAX_DESCRIPTOR_BYTES = 4096
 
