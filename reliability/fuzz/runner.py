@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import resource
 import signal
@@ -24,7 +23,7 @@ from . import mutate
 from .targets import Finding, Target, all_targets, check, cleanup_config_dir
 
 #: An input that takes longer than this is a hang.
-HANG_S = 5.0
+HANG_S = 10.0
 #: Address space an input may add on top of what the process had after warming up.
 MEMORY_BUDGET = 2 << 30
 

@@ -30,6 +30,11 @@ __all__ = ["ConfigErrors", "load_config_document", "load_omni_transfer_config"]
 
 AUTO_CONNECTOR = "SharedMemoryConnector"
 SUPPORTED_SUFFIXES = (".json", ".yaml", ".yml")
+#: Most values (scalars and containers) a document may hold once YAML aliases are expanded: a few
+#: hundred bytes of aliases can otherwise stand for billions of values ("billion laughs").
+MAX_DOCUMENT_VALUES = 100_000
+#: Longest run of digits read as a stage id (longer ones are refused, not converted).
+_MAX_ID_DIGITS = 18
 _ENTRY_FIELDS = ("name", "extra")
 _STAGE_FIELDS = (("input_connectors", "from_stage_"), ("output_connectors", "to_stage_"))
 
@@ -115,7 +120,27 @@ def _read_file(path: Path) -> Any:
     doc = _parse(text, path, suffix)
     if doc is None:
         raise ConfigErrors([f"config file {path} is empty"])
+    if _count_values(doc, MAX_DOCUMENT_VALUES) > MAX_DOCUMENT_VALUES:
+        raise ConfigErrors([
+            f"config file {path}: more than {MAX_DOCUMENT_VALUES} values once YAML aliases are expanded "
+            "(an alias that refers to itself, or aliases nested to multiply the document)"
+        ])
     return doc
+
+
+def _count_values(doc: Any, limit: int) -> int:
+    """Values in ``doc``, each shared (aliased) one counted wherever it appears; stops past ``limit``."""
+    count = 0
+    stack = [doc]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, Mapping):
+            stack += node.keys()
+            stack += node.values()
+        elif isinstance(node, (list, tuple)):
+            stack += node
+    return count
 
 
 def _parse(text: str, path: Path, suffix: str) -> Any:
@@ -130,7 +155,7 @@ def _parse(text: str, path: Path, suffix: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigErrors([f"config file {path}: invalid YAML{at}: {exc.problem or exc.context}"]) from exc
-    except (yaml.YAMLError, RecursionError) as exc:
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:  # ValueError: e.g. an int of over 4300 digits
         raise ConfigErrors([f"config file {path}: cannot parse: {type(exc).__name__}: {exc}"]) from exc
 
 
@@ -267,7 +292,7 @@ def _stage_declarations(
             continue
         for key, value in entries.items():
             where = f"stage {sid}: {field} key {key!r}"
-            match = re.fullmatch(prefix + "([0-9]+)", key) if isinstance(key, str) else None
+            match = re.fullmatch(prefix + f"([0-9]{{1,{_MAX_ID_DIGITS}}})", key) if isinstance(key, str) else None
             if match is None:
                 problems.add(f"{where}: expected '{prefix}<int>'")
                 continue
@@ -439,5 +464,6 @@ def _show(value: Any, limit: int = 60) -> str:
 
 
 def _natural_key(message: str) -> list[Any]:
-    """Sort key ordering embedded numbers numerically ('stage 2' before 'stage 10')."""
-    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"([0-9]+)", message))]
+    """Sort key ordering embedded numbers numerically ('stage 2' before 'stage 10'), however long they are."""
+    return [(len(part.lstrip("0")), part.lstrip("0")) if i % 2 else part
+            for i, part in enumerate(re.split(r"([0-9]+)", message))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from typing import Any
 
 from ..base import OmniConnectorBase
@@ -33,6 +34,7 @@ class StageWorker:
         self.stage_id = stage_id
         self.workload = Workload.from_config((load_config_document(config_path) or {}).get("workload"))
         if self.workload.tensor_bytes or self.workload.kv_cache_bytes:
+            warnings.filterwarnings("ignore", message="Failed to initialize NumPy")  # numpy is optional
             import torch  # noqa: F401 - load before the first request so its latency is not the import
         transfer = load_omni_transfer_config(config_path)
         payload = get_stage_connector_config(transfer, stage_id)

@@ -4,7 +4,9 @@ The format is vllm-omni's: a stage sends one JSON object per event, the
 coordinator publishes one JSON object per replica list.  Additions (``epoch``
 and ``seq`` on lists, the registration reply) are optional and ignored by
 upstream parsers.  Decoding is bounded and strict: every field is type-checked
-and a bad record raises :class:`MalformedMessage` instead of passing through.
+and a bad record raises :class:`MalformedMessage` instead of passing through;
+its message quotes at most 100 characters of the bad value, so a peer cannot
+flood the logs with it.
 """
 
 from __future__ import annotations
@@ -176,14 +178,15 @@ def _field(data: dict[str, Any], key: str) -> Any:
 def _str(data: dict[str, Any], key: str, *, non_empty: bool = False) -> str:
     value = _field(data, key)
     if not isinstance(value, str) or (non_empty and not value):
-        raise MalformedMessage(f"field {key!r} must be a {'non-empty ' if non_empty else ''}string, got {value!r}")
+        what = "non-empty string" if non_empty else "string"
+        raise MalformedMessage(f"field {key!r} must be a {what}, got {value!r:.100}")
     return value
 
 
 def _count(data: dict[str, Any], key: str) -> int:
     value = _field(data, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MalformedMessage(f"field {key!r} must be a non-negative integer, got {value!r}")
+        raise MalformedMessage(f"field {key!r} must be a non-negative integer, got {value!r:.100}")
     return value
 
 
@@ -194,7 +197,7 @@ def _optional_count(data: dict[str, Any], key: str) -> int | None:
 def _time(data: dict[str, Any], key: str) -> float:
     value = _field(data, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise MalformedMessage(f"field {key!r} must be a number, got {value!r}")
+        raise MalformedMessage(f"field {key!r} must be a number, got {value!r:.100}")
     return float(value)
 
 
@@ -203,7 +206,7 @@ def _status(data: dict[str, Any]) -> ReplicaStatus:
     try:
         return ReplicaStatus(value)
     except ValueError:
-        raise MalformedMessage(f"field 'status' must be one of up/down/error, got {value!r}") from None
+        raise MalformedMessage(f"field 'status' must be one of up/down/error, got {value!r:.100}") from None
 
 
 def decode_event(payload: bytes) -> ReplicaEvent:
@@ -211,7 +214,7 @@ def decode_event(payload: bytes) -> ReplicaEvent:
     data = load_json_object(payload, MAX_EVENT_BYTES)
     event_type = _str(data, "event_type")
     if event_type not in EVENT_TYPES:
-        raise MalformedMessage(f"unknown event_type {event_type!r}")
+        raise MalformedMessage(f"unknown event_type {event_type!r:.100}")
     return ReplicaEvent(
         input_addr=_str(data, "input_addr", non_empty=True),
         output_addr=_str(data, "output_addr"),
@@ -261,7 +264,7 @@ def decode_replica_list(payload: bytes, max_bytes: int = MAX_LIST_BYTES) -> tupl
 def decode_registration_reply(payload: bytes) -> RegistrationReply:
     data = load_json_object(payload, MAX_EVENT_BYTES)
     if data.get("event_type") != REGISTERED:
-        raise MalformedMessage(f"not a registration reply: event_type {data.get('event_type')!r}")
+        raise MalformedMessage(f"not a registration reply: event_type {data.get('event_type')!r:.100}")
     timeout = _time(data, "heartbeat_timeout")
     if timeout <= 0:
         raise MalformedMessage(f"heartbeat_timeout must be positive, got {timeout}")

@@ -89,7 +89,7 @@ def decode_info(frame: bytes, request_id: str) -> dict[str, Any] | None:
     if frame == INFO_NOT_FOUND:
         return None
     if frame.startswith(ACK_ERROR):
-        raise ControlProtocolError(f"sender refused query_info for {request_id!r}: {frame[:600]!r}")
+        raise ControlProtocolError(f"sender refused query_info for {request_id!r}: {frame[:200]!r}")
     if len(frame) > MAX_REPLY_BYTES:
         raise ControlProtocolError(f"query_info reply of {len(frame)} bytes exceeds {MAX_REPLY_BYTES}")
     info = _unpack_map(frame, "query_info reply")
