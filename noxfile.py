@@ -53,7 +53,9 @@ def _install(session: nox.Session, package: str) -> list[str]:
         session.install("numpy", CORE)
         return ["core/tests"]
     if package == "cross":
-        session.install("numpy", "matplotlib", CORE, *PLUGIN_DIR.values(), *DUMMY_PLUGINS)
+        _ensure_system_libs(session, "mooncake")
+        plugins = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
+        session.install("numpy", "matplotlib", CORE, *plugins, *DUMMY_PLUGINS)
         return ["tests"]
     _ensure_system_libs(session, package)
     target = PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else "")

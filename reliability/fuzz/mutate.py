@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 _INTERESTING_INTS = (0, 1, 2, 7, 8, 63, 64, 65, 127, 128, 255, 256, 4095, 4096, 65535, 65536,
                      2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1)
@@ -18,11 +18,13 @@ _INT_FORMATS = ("<I", "<Q", ">I", ">Q", ">H", "B")
 MAX_INPUT = 1 << 16
 
 
-def inputs(seeds: list[bytes], tokens: tuple[bytes, ...], seed: int, count: int) -> Iterator[bytes]:
-    """``count`` inputs derived from ``seeds``; the seeds themselves come first."""
+def inputs(
+    seeds: list[bytes], tokens: tuple[bytes, ...], seed: int, count: int, regressions: Sequence[bytes] = ()
+) -> Iterator[bytes]:
+    """``count`` inputs: the ``regressions`` and ``seeds`` as they are, then mutants of the seeds."""
     rng = random.Random(seed)
     produced = 0
-    for data in seeds[:count]:
+    for data in [*regressions, *seeds][:count]:
         produced += 1
         yield data
     while produced < count:

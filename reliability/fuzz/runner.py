@@ -26,6 +26,9 @@ from .targets import Finding, Target, all_targets, check, cleanup_config_dir
 HANG_S = 10.0
 #: Address space an input may add on top of what the process had after warming up.
 MEMORY_BUDGET = 2 << 30
+#: An input may raise the peak RSS by at most this many times its own size (beyond a 64 MiB allowance).
+MAX_AMPLIFICATION = 40
+_RSS_ALLOWANCE = 64 << 20
 
 
 class Hang(BaseException):
@@ -55,35 +58,51 @@ def run(name: str, target: Target, count: int, seed: int, out: Path | None, prog
     signal.signal(signal.SIGALRM, _on_alarm)
     started = time.monotonic()
     step = max(1, count // 10)
-    for i, data in enumerate(mutate.inputs(target.seeds(), target.tokens, seed, count)):
+    for i, data in enumerate(mutate.inputs(target.seeds(), target.tokens, seed, count, target.regressions())):
         began = time.monotonic()
-        signal.setitimer(signal.ITIMER_REAL, HANG_S)
-        try:
-            if check(target, data):
-                result.accepted += 1
-            else:
-                result.rejected += 1
-            problem = None
-        except Finding as exc:
-            problem = str(exc)
-        except Hang:
-            problem = f"hang: no answer within {HANG_S} s"
-        except MemoryError:
-            problem = f"memory: an input needed more than {MEMORY_BUDGET >> 20} MiB"
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+        outcome = examine(target, data)
+        if outcome is True:
+            result.accepted += 1
+        elif outcome is False:
+            result.rejected += 1
+        else:
+            _record(result, outcome, data, seen, out)
         took = time.monotonic() - began
         if took > result.slowest_s:
             result.slowest_s = took
             result.slowest_input = _save(out, f"{name}-slowest.bin", data)
         result.inputs += 1
-        if problem is not None:
-            _record(result, problem, data, seen, out)
         if progress and (i + 1) % step == 0:
             print(f"  {name}: {i + 1}/{count} inputs, {len(result.findings)} finding(s)", file=sys.stderr, flush=True)
     result.seconds = time.monotonic() - started
-    result.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.peak_rss_mib = _peak_rss() / (1 << 20)
     return result
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def examine(target: Target, data: bytes, hang_guard: bool = True) -> bool | str:
+    """True (accepted), False (cleanly rejected), or what went wrong: a finding, a hang, a memory blow-up."""
+    peak = _peak_rss()
+    if hang_guard:
+        signal.setitimer(signal.ITIMER_REAL, HANG_S)
+    try:
+        outcome: bool | str = check(target, data)
+    except Finding as exc:
+        outcome = str(exc)
+    except Hang:
+        outcome = f"hang: no answer within {HANG_S} s"
+    except MemoryError:
+        outcome = f"memory: an input needed more than {MEMORY_BUDGET >> 20} MiB"
+    finally:
+        if hang_guard:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    grown = _peak_rss() - peak
+    if not isinstance(outcome, str) and grown > _RSS_ALLOWANCE + MAX_AMPLIFICATION * len(data):
+        outcome = f"memory: an input of {len(data)} bytes raised the peak RSS by {grown >> 20} MiB"
+    return outcome
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
@@ -126,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="directory for reproducers of findings")
     args = parser.parse_args(argv)
     target = all_targets()[args.target]
-    for data in target.seeds():  # warm up: imports and caches are not the inputs' memory
+    for data in target.seeds():  # warm up: lazy imports and caches are not the inputs' memory
         check(target, data)
     limit_memory()
     try:

@@ -31,6 +31,8 @@ class Target:
     allowed: tuple[type[BaseException], ...]
     seeds: Callable[[], list[bytes]]
     tokens: tuple[bytes, ...] = field(default=())
+    #: Known-hostile inputs, each tried once (too big to mutate): bombs that past findings were made of.
+    regressions: Callable[[], list[bytes]] = list
     #: Longest line a rejection may have; None where the input is the operator's own file (echoing it is fine).
     max_line: int | None = MAX_LINE_CHARS
 
@@ -78,16 +80,18 @@ def _frame_seeds() -> list[bytes]:
         OmniSerializer.serialize({"deep": [[[[[[1]]]]]], "t": (1, (2,), []), "s": np.float16(1.5), "b": b"\0" * 70}),
         OmniSerializer.serialize([np.zeros(3, dtype="<U2"), np.zeros(2, dtype="<M8[s]"), np.zeros((0, 4))]),
     ]
-    return seeds + _hostile_frames()
+    return seeds
 
 
 def _hostile_frames() -> list[bytes]:
-    """Known-hostile frames kept in the corpus: 4 MiB of msgpack that decodes to 4 million empty dicts."""
+    """4 MB of msgpack that decodes to 4 million empty dicts, or to 4 million uncached ints (-32)."""
     from omni_core.serialization import MAGIC
 
-    inner = b"\xdd" + struct.pack(">I", 1 << 20) + b"\x80" * (1 << 20)
-    meta = b"\x94" + inner * 4
-    return [struct.pack("<4sIIQ", MAGIC, len(meta), 0, 20 + len(meta)) + meta]
+    frames = []
+    for unit in (b"\x80", b"\xe0"):
+        meta = b"\x94" + (b"\xdd" + struct.pack(">I", 1_000_000) + unit * 1_000_000) * 4
+        frames.append(struct.pack("<4sIIQ", MAGIC, len(meta), 0, 20 + len(meta)) + meta)
+    return frames
 
 
 _FRAME_TOKENS = (
@@ -114,6 +118,7 @@ SERIALIZER = Target(
     (SerializationError,),
     _frame_seeds,
     _FRAME_TOKENS,
+    _hostile_frames,
 )
 
 
@@ -155,11 +160,11 @@ def _config_seeds() -> list[bytes]:
         b"  - {stage_id: 1, input_connectors: {from_stage_0: *s}, engine_input_source: [0]}\n"
         b"edges: [{from: 0, to: 1}]\n"
     )
-    return seeds + _hostile_configs()
+    return seeds
 
 
 def _hostile_configs() -> list[bytes]:
-    """Known-hostile files kept in the corpus: an alias bomb, a self-referring alias, 5000-digit numbers."""
+    """An alias bomb (9^9 values), a self-referring alias, 5000-digit numbers."""
     levels = [b"l0: &l0 [x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 9):
         levels.append(b"l%d: &l%d [" % (i, i) + b", ".join([b"*l%d" % (i - 1)] * 9) + b"]")
@@ -202,7 +207,13 @@ _CONFIG_TOKENS = (
 )
 
 CONFIG = Target(
-    "config loader (load_omni_transfer_config)", _load_config, (ConfigError,), _config_seeds, _CONFIG_TOKENS, None
+    "config loader (load_omni_transfer_config)",
+    _load_config,
+    (ConfigError,),
+    _config_seeds,
+    _CONFIG_TOKENS,
+    _hostile_configs,
+    max_line=None,
 )
 
 

@@ -14,6 +14,7 @@ from .version import CONNECTOR_API_VERSION, __version__
 _LAZY: dict[str, str] = {
     "OmniConnectorBase": "base",
     "validate_key": "base",
+    "resolve_payload": "base",
     "Capabilities": "capabilities",
     "Delivery": "capabilities",
     "ConnectorSpec": "spec",
@@ -81,7 +82,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .base import OmniConnectorBase, validate_key
+    from .base import OmniConnectorBase, resolve_payload, validate_key
     from .capabilities import Capabilities, Delivery
     from .config_loader import load_omni_transfer_config
     from .digest import checksum

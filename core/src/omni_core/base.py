@@ -28,6 +28,17 @@ def validate_key(key: object, *, max_length: int = MAX_KEY_LENGTH, forbidden: st
     return key
 
 
+def resolve_payload(obj: Any) -> Any:
+    """The payload a ``get`` returned; raw-buffer handles (``payload()``, ``release()``) are materialized, released."""
+    payload = getattr(obj, "payload", None)
+    if callable(payload) and callable(getattr(obj, "release", None)):
+        try:
+            return payload()
+        finally:
+            obj.release()
+    return obj
+
+
 class OmniConnectorBase(ABC):
     """Base class for all OmniConnectors.
 

@@ -11,7 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
-from .base import validate_key
+from .base import resolve_payload, validate_key
 
 if TYPE_CHECKING:
     import torch
@@ -150,7 +150,7 @@ class ConnectorKVPipe(KVPipeBase):
                 result = self._connector.get_with_deadline(self._from, self._to, key, None, deadline=wait_until)
                 if result is not None:
                     self._recv_seq += 1
-                    return result[0]
+                    return resolve_payload(result[0])
                 if deadline is not None and time.monotonic() >= deadline:
                     self._connector.abandon_get(key)
                     raise TimeoutError(f"{self!r}: no item under key {key!r} within recv_timeout={timeout}s")

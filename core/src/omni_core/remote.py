@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from .base import resolve_payload
 from .digest import checksum
 from .factory import OmniConnectorFactory
 from .samples import make_payload
@@ -126,7 +127,8 @@ def child_main(argv: list[str]) -> int:
                 if result is None:
                     _answer({"found": False})
                 else:
-                    _answer({"found": True, "size": result[1], "checksum": checksum(result[0]), "get_s": get_s})
+                    digest = checksum(resolve_payload(result[0]))
+                    _answer({"found": True, "size": result[1], "checksum": digest, "get_s": get_s})
             elif command["op"] == "close":
                 break
             else:

@@ -18,7 +18,9 @@ the buffer holding its C-contiguous bytes, and every buffer is referenced exactl
 ``ExtType(4, [dtype.str, raw_bytes])`` is a numpy scalar.  Dict keys are str/int/float/bool/None/bytes.
 
 torch and numpy stay optional: they are only touched when a value of theirs is met.  Decoding checks
-every length, offset, dtype name and shape against the frame and :class:`DecodeLimits`.  Encoding checks
+every length, offset, dtype name and shape against the frame and :class:`DecodeLimits`, which also caps the
+containers in a frame, so the decoded objects take at most ~40x the bytes of the meta section
+(a negative fixint is one byte and a 40-byte int object; see SECURITY.md).  Encoding checks
 dict keys and the 64-bit int range, but not ``max_depth``: a payload nested deeper than the reader's
 limit encodes (up to msgpack's 511 levels) and is then refused by the reader.
 """
@@ -83,6 +85,7 @@ class DecodeLimits:
     max_frame_bytes: int = 16 << 30
     max_meta_bytes: int = 64 << 20
     max_items: int = 1_000_000  # length of one array or map
+    max_containers: int = 1 << 20  # arrays, maps and tuples in one frame (an empty one costs ~70x its byte)
     max_buffers: int = 100_000
     max_ndim: int = 32
 
@@ -205,7 +208,7 @@ class OmniSerde:
         if pos > frame_len:
             raise SerializationError(f"truncated frame: meta ends at byte {pos}, frame has {frame_len}")
         table = _buffer_table(mv, n_buffers, pos, frame_len) if n_buffers else []
-        dec = _Decoder(mv, table, zero_copy, device, limits.max_ndim)
+        dec = _Decoder(mv, table, zero_copy, device, limits)
         tree = msgpack.unpackb(
             mv[meta_start : meta_start + meta_len],
             ext_hook=dec.ext_hook,
@@ -267,29 +270,37 @@ class _Encoder:
 class _Decoder:
     """Per-call msgpack hooks: rebuild tuples, tensors and arrays; count containers; check keys."""
 
-    __slots__ = ("containers", "device", "max_ndim", "mv", "table", "tuple_marks", "used", "zero_copy")
+    __slots__ = (
+        "containers", "device", "max_containers", "max_ndim", "mv", "table", "tuple_marks", "used", "zero_copy",
+    )  # fmt: skip
 
     def __init__(
-        self, mv: memoryview, table: list[tuple[int, int]], zero_copy: bool, device: str | None, max_ndim: int
+        self, mv: memoryview, table: list[tuple[int, int]], zero_copy: bool, device: str | None, limits: DecodeLimits
     ) -> None:
         self.mv = mv
         self.table = table
         self.used = bytearray(len(table))
         self.zero_copy = zero_copy
         self.device = device
-        self.max_ndim = max_ndim
+        self.max_ndim = limits.max_ndim
+        self.max_containers = limits.max_containers
         self.containers = 0
         self.tuple_marks = 0
 
-    def list_hook(self, items: list) -> list | tuple:
+    def _count_container(self) -> None:
         self.containers += 1
+        if self.containers > self.max_containers:
+            raise SerializationError(f"more than {self.max_containers} arrays/maps/tuples in one frame")
+
+    def list_hook(self, items: list) -> list | tuple:
+        self._count_container()
         if items and items[0] is _TUPLE_MARK:
             self.tuple_marks -= 1
             return tuple(items[1:])
         return items
 
     def object_hook(self, obj: dict) -> dict:
-        self.containers += 1
+        self._count_container()
         if not _KEY_TYPES.issuperset(map(type, obj)):
             key = next(k for k in obj if type(k) not in _KEY_TYPES)
             raise SerializationError(f"map key of type {_type_name(type(key))} is not allowed")

@@ -23,8 +23,14 @@ torch.set_num_threads(1)  # OpenMP workers spinning after each copy starve the p
 
 
 def pattern(nbytes: int, seed: int) -> torch.Tensor:
-    """A deterministic uint8 tensor: the payload of iteration ``seed``."""
-    return torch.arange(nbytes // 8, dtype=torch.int64).add_(seed).view(torch.uint8)
+    """A deterministic uint8 tensor: the payload of iteration ``seed``.
+
+    Its memory comes from numpy, like the raw reference's buffers (numpy asks for transparent huge pages,
+    torch does not, and page size alone changes loopback TCP throughput).
+    """
+    tensor = torch.from_numpy(np.empty(nbytes, dtype=np.uint8))
+    tensor.view(torch.int64).copy_(torch.arange(nbytes // 8, dtype=torch.int64).add_(seed))
+    return tensor
 
 
 def timed(call: Any, *args: Any) -> tuple[float, Any]:

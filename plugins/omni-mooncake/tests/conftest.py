@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from mooncake_procs import INSTALL, MooncakeMaster, require_backend
 
 os.environ.setdefault("MC_LOG_LEVEL", "ERROR")  # children inherit it
 
-MiB = 1 << 20
-
 
 def _mooncake_importable() -> str | None:
     try:
-        import mooncake.engine
-        import mooncake.store  # noqa: F401
+        for module in ("mooncake.store", "mooncake.engine"):
+            importlib.import_module(module)
     except ImportError as exc:
         return str(exc)
     return None
@@ -35,30 +33,3 @@ def master(mooncake_available: None) -> Iterator[MooncakeMaster]:
     server = MooncakeMaster(lease_ms=200).start()
     yield server
     server.stop()
-
-
-def store_extra(master: MooncakeMaster, **overrides: Any) -> dict[str, Any]:
-    """Store connector config for the session master (P2P handshake, small segment and local buffer)."""
-    return {
-        "host": "127.0.0.1",
-        "metadata_server": "P2PHANDSHAKE",
-        "master": master.address,
-        "segment": 96 * MiB,
-        "localbuf": 32 * MiB,
-        "get_timeout_s": 0.3,
-        "setup_timeout_s": 10,
-        **overrides,
-    }
-
-
-def te_extra(role: str, **overrides: Any) -> dict[str, Any]:
-    """TransferEngine connector config on loopback over TCP."""
-    extra: dict[str, Any] = {
-        "role": role,
-        "host": "127.0.0.1",
-        "protocol": "tcp",
-        "memory_pool_size": 32 * MiB,
-    }
-    if role == "sender":
-        extra["zmq_port"] = 0
-    return {**extra, **overrides}

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 INSTALL = "pip install 'omni-mooncake[cpu]' (Debian: apt-get install -y libibverbs1 libnuma1)"
-CHILD_SCRIPT = Path(__file__).with_name("connector_child.py")
+CHILD_SCRIPT = Path(__file__).with_name("mooncake_child.py")
+MiB = 1 << 20
 
 
 def in_ci() -> bool:
@@ -110,7 +111,7 @@ class MooncakeMaster:
 
 
 class ConnectorProcess:
-    """A connector living in a child process (``connector_child.py``), driven by JSON lines; never pickle."""
+    """A connector living in a child process (``mooncake_child.py``), driven by JSON lines; never pickle."""
 
     def __init__(self, name: str, extra: dict[str, Any], *, timeout: float = 120.0) -> None:
         self.timeout = timeout
@@ -178,3 +179,30 @@ class ConnectorProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def store_extra(master: MooncakeMaster, **overrides: Any) -> dict[str, Any]:
+    """Store connector config for the session master (P2P handshake, small segment and local buffer)."""
+    return {
+        "host": "127.0.0.1",
+        "metadata_server": "P2PHANDSHAKE",
+        "master": master.address,
+        "segment": 96 * MiB,
+        "localbuf": 32 * MiB,
+        "get_timeout_s": 0.3,
+        "setup_timeout_s": 10,
+        **overrides,
+    }
+
+
+def te_extra(role: str, **overrides: Any) -> dict[str, Any]:
+    """TransferEngine connector config on loopback over TCP."""
+    extra: dict[str, Any] = {
+        "role": role,
+        "host": "127.0.0.1",
+        "protocol": "tcp",
+        "memory_pool_size": 32 * MiB,
+    }
+    if role == "sender":
+        extra["zmq_port"] = 0
+    return {**extra, **overrides}

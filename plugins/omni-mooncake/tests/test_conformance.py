@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import store_extra, te_extra
-from mooncake_procs import MooncakeMaster
-from payloads import unwrap
+from mooncake_payloads import unwrap
+from mooncake_procs import MooncakeMaster, store_extra, te_extra
 
 from omni_core import ConnectorSpec, OmniConnectorBase, OmniConnectorFactory
 from omni_core.testing import ConnectorConformanceTests

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import MiB, store_extra
-from mooncake_procs import ConnectorProcess, MooncakeMaster, free_port
-from payloads import build, digest
+from mooncake_payloads import build, digest
+from mooncake_procs import ConnectorProcess, MiB, MooncakeMaster, free_port, store_extra
 
 from omni_core import ConnectorSpec, OmniConnectorFactory
 from omni_core.testing import checksum
@@ -141,10 +140,11 @@ def test_second_put_replaces_the_value(store: MooncakeStoreConnector) -> None:
     key = new_key("replace")
     ok, _, small = store.put(*EDGE, key, {"version": 1})
     assert ok
-    assert store.put(*EDGE, key, build({"tensor_bytes": 8 * MiB, "seed": 5}))[0]
+    ok, _, direct = store.put(*EDGE, key, build({"tensor_bytes": 8 * MiB, "seed": 5}))
+    assert ok and direct["raw_nbytes"] == 8 * MiB
     ok, _, last = store.put(*EDGE, key, {"version": 3, "pad": "x" * 5000})
     assert ok
-    for metadata in (None, small, last):  # stale metadata (a smaller value) still finds the new value
+    for metadata in (None, small, direct, last):  # stale metadata still finds the newest value
         result = store.get(*EDGE, key, metadata)
         assert result is not None and result[0]["version"] == 3
     store.cleanup(key)

@@ -15,9 +15,8 @@ import msgpack
 import pytest
 import torch
 import zmq
-from conftest import MiB, te_extra
-from mooncake_procs import ConnectorProcess, free_port
-from payloads import big_tensor, build, digest, unwrap
+from mooncake_payloads import big_tensor, build, digest, unwrap
+from mooncake_procs import ConnectorProcess, MiB, free_port, te_extra
 
 from omni_core import ConnectorSpec, OmniConnectorFactory, create_connectors_from_config
 from omni_core.testing import checksum

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
-import sys
+import importlib
 from typing import Any
 
 import msgpack
@@ -171,16 +170,15 @@ def test_store_descriptors() -> None:
 
 # -- dependencies ----------------------------------------------------------------------------------------
 def _import_failing(monkeypatch: pytest.MonkeyPatch, error: ImportError) -> None:
-    real_import = builtins.__import__
+    """Make every import of ``mooncake`` (through importlib, as the connectors do) raise ``error``."""
+    real_import_module = importlib.import_module
 
-    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name.startswith("mooncake"):
+    def fake_import_module(name: str, package: str | None = None) -> Any:
+        if name == "mooncake" or name.startswith("mooncake."):
             raise error
-        return real_import(name, *args, **kwargs)
+        return real_import_module(name, package)
 
-    for name in [m for m in sys.modules if m.startswith("mooncake")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.setattr(importlib, "import_module", fake_import_module)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from omni_core.base import OmniConnectorBase
+from omni_core.base import OmniConnectorBase, resolve_payload
 from omni_core.capabilities import Delivery
 from omni_core.digest import checksum
 from omni_core.errors import ConfigError
@@ -114,8 +114,8 @@ class ConnectorConformanceTests:
         connector.close()
 
     def unwrap(self, obj: Any) -> Any:
-        """Turn what ``get`` returned into the payload (override for raw buffer handles)."""
-        return obj
+        """Turn what ``get`` returned into the payload (raw-buffer handles are materialized and released)."""
+        return resolve_payload(obj)
 
     def child_connector(self, spec: ConnectorSpec) -> ChildConnector:
         """A connector built from ``spec`` in a child process (override to bootstrap the child differently)."""

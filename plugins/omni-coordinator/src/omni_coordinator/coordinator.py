@@ -8,6 +8,7 @@ import time
 from collections import OrderedDict
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .auth import CurveServerKeys, secure_server_socket, start_authenticator
 from .messages import (
@@ -33,6 +34,15 @@ _MAX_POLL_S = 0.1
 #: Shortest service loop turn: under steady heartbeat traffic events are handled in
 #: batches instead of one wake-up per message (adds at most this much latency).
 _MIN_TURN_S = 0.005
+#: A peer that connects but does not finish the ZMTP (or CURVE) handshake in this time is dropped
+#: (libzmq's default is 30 s: a silent connection would hold a descriptor that long).
+HANDSHAKE_TIMEOUT_MS = 5000
+#: Socket events counted: a peer refused at the handshake (garbage, silence, wrong CURVE keys) or an accept
+#: that failed (no descriptors left; libzmq retries it at once, so these count attempts, not peers).
+_REFUSED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+_WATCHED = _REFUSED | zmq.EVENT_ACCEPT_FAILED
+#: Most socket events handled per loop turn, so a flood of them never starves the replicas' events.
+_MONITOR_BATCH = 256
 
 
 def default_keepalive_interval(heartbeat_timeout: float) -> float:
@@ -49,7 +59,10 @@ class OmniCoordinator:
     ``publish_min_interval``) and the whole list is re-sent every
     ``keepalive_interval``.  Each list carries this run's ``epoch`` and an
     increasing ``seq``.  Both sockets bind in the constructor; the real
-    endpoints are in ``router_zmq_addr`` and ``pub_zmq_addr``.
+    endpoints are in ``router_zmq_addr`` and ``pub_zmq_addr``.  Peers that never
+    complete the handshake (garbage, silence, wrong CURVE keys) are dropped after
+    ``HANDSHAKE_TIMEOUT_MS`` and counted in ``stats()["refused_peers"]``; accepts
+    that fail (no descriptors left) in ``stats()["accept_failures"]``.
     """
 
     def __init__(
@@ -74,11 +87,13 @@ class OmniCoordinator:
 
         self._ctx = zmq.Context()
         self._authenticator = None
+        self._monitors: list[zmq.Socket] = []
         try:
             self._authenticator = start_authenticator(self._ctx, curve)
             self._router = self._bind(zmq.ROUTER, router_zmq_addr, curve)
             self._router.maxmsgsize = MAX_EVENT_BYTES
             self._pub = self._bind(zmq.PUB, pub_zmq_addr, curve)
+            self._monitors = [sock.get_monitor_socket(_WATCHED) for sock in (self._router, self._pub)]
         except BaseException:
             self._release_sockets()
             raise
@@ -94,7 +109,10 @@ class OmniCoordinator:
         self._publish_pending = False
         self._pub_lock = threading.Lock()
         self._seq = 0
-        self._counters = {"events": 0, "malformed": 0, "registrations": 0, "published": 0, "publish_dropped": 0}
+        self._counters = {
+            "events": 0, "malformed": 0, "refused_peers": 0, "accept_failures": 0, "registrations": 0, "published": 0,
+            "publish_dropped": 0,
+        }  # fmt: skip
         self._stop = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name="OmniCoordinator", daemon=True)
@@ -104,6 +122,7 @@ class OmniCoordinator:
         sock = self._ctx.socket(kind)
         try:
             sock.linger = 0
+            sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
             secure_server_socket(sock, curve)
             sock.bind(addr)
         except BaseException:
@@ -158,7 +177,8 @@ class OmniCoordinator:
         return True
 
     def stats(self) -> dict[str, int]:
-        """Counters: events handled, malformed messages dropped, registrations, lists published/dropped."""
+        """Counters: events handled, malformed messages dropped, peers refused at the handshake, failed accepts,
+        registrations, lists published/dropped."""
         return dict(self._counters)
 
     def wait_for_shutdown(self) -> None:
@@ -175,6 +195,8 @@ class OmniCoordinator:
         self._release_sockets()
 
     def _release_sockets(self) -> None:
+        for monitor in self._monitors:
+            monitor.close(linger=0)
         for name in ("_router", "_pub"):
             sock = getattr(self, name, None)
             if sock is not None:
@@ -262,7 +284,8 @@ class OmniCoordinator:
 
     def _serve(self) -> None:
         poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
+        for sock in (self._router, *self._monitors):
+            poller.register(sock, zmq.POLLIN)
         last_publish = next_keepalive = 0.0
         while not self._stop.is_set():
             try:
@@ -277,8 +300,12 @@ class OmniCoordinator:
         due = next_keepalive
         if self._publish_pending:
             due = min(due, last_publish + self.publish_min_interval)
-        if poller.poll(min(max(due - now, 0.0), _MAX_POLL_S) * 1000):
+        ready = dict(poller.poll(min(max(due - now, 0.0), _MAX_POLL_S) * 1000))
+        if self._router in ready:
             self._drain_router()
+        for monitor in self._monitors:
+            if monitor in ready:
+                self._drain_monitor(monitor)
         now = time.monotonic()
         with self._lock:
             if self._expire_silent():
@@ -294,6 +321,18 @@ class OmniCoordinator:
             last_publish = now
         self._stop.wait(_MIN_TURN_S - (time.monotonic() - turn_start))
         return last_publish, next_keepalive
+
+    def _drain_monitor(self, monitor: zmq.Socket) -> None:
+        """Count refused peers and failed accepts (the monitor reports only those), one batch per turn."""
+        for _ in range(_MONITOR_BATCH):
+            if not monitor.poll(0):
+                return
+            event = recv_monitor_message(monitor)["event"]
+            counter = "refused_peers" if event & _REFUSED else "accept_failures"
+            self._counters[counter] += 1
+            count = self._counters[counter]
+            if count & (count - 1) == 0:  # 1st, 2nd, 4th, 8th, ...
+                logger.warning("%s: %d so far (latest: %s)", counter.replace("_", " "), count, zmq.Event(event).name)
 
     def _drain_router(self) -> None:
         """Handle up to one batch of queued events under a single lock acquisition."""

@@ -6,7 +6,7 @@ import importlib
 from types import ModuleType
 
 CPU_HINT = "pip install 'omni-mooncake[cpu]'"
-CUDA_HINT = "pip install 'omni-mooncake[cuda]'"
+CUDA_HINT = "pip install 'omni-mooncake[cuda]' (CUDA 12) or 'omni-mooncake[cuda13]' (CUDA 13)"
 
 
 def _import(module: str) -> ModuleType:
@@ -20,7 +20,7 @@ def _import(module: str) -> ModuleType:
         raise ImportError(
             f"cannot import {module}: {why}. Install the CPU build with {CPU_HINT} "
             f"(Debian also needs: apt-get install libibverbs1 libnuma1), or on CUDA hosts {CUDA_HINT}; "
-            "never install both wheels"
+            "never install two of these wheels"
         ) from exc
 
 

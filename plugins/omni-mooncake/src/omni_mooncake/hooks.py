@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omni_core import Capabilities, ConfigKey, ConnectorRegistration, Delivery, hookimpl
 
-INSTALL_HINT = "pip install 'omni-mooncake[cpu]'  (on CUDA hosts: pip install 'omni-mooncake[cuda]')"
+INSTALL_HINT = "pip install 'omni-mooncake[cpu]'  (CUDA 12 hosts: 'omni-mooncake[cuda]', CUDA 13: '[cuda13]')"
 
 STORE_KEYS = (
     ConfigKey("host", str, "127.0.0.1", "local hostname registered with the metadata server"),

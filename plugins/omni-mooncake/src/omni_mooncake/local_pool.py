@@ -52,10 +52,6 @@ class LocalBufferPool:
         return np.empty(size, dtype=np.uint8), False
 
     @property
-    def size(self) -> int:
-        return self._memory.size
-
-    @property
     def used_bytes(self) -> int:
         """Bytes of the pool held by regions still alive."""
         return self._allocator.used_bytes if self._allocator is not None else 0

@@ -156,6 +156,16 @@ class StoreClient:
                 raise StoreError(f"read of {key!r}: every {chunk}-byte chunk outlived the master's lease", rc)
             chunk //= 2
 
+    def read_many(self, items: Sequence[tuple[str, int, int]]) -> list[int | None]:
+        """One batch read of ``(key, address, capacity)`` items: each object's size, or None if it is gone.
+
+        No chunking here: a read that outlives its lease raises StoreError (LEASE_EXPIRED), like any failure.
+        """
+        self._require_master()
+        keys, addresses, capacities = (list(column) for column in zip(*items, strict=True))
+        results = self._store.batch_get_into(keys, addresses, capacities)
+        return [self._checked(key, rc) for key, rc in zip(keys, results, strict=True)]
+
     def _read_chunks(self, key: str, address: int, size: int, chunk: int) -> int:
         """Read in ``chunk``-byte ranges, each under its own lease; the first failure code, else ``size``."""
         for offset in range(0, size, chunk):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-OK = 0
 INTERNAL_ERROR = -1
 NO_AVAILABLE_HANDLE = -200
 INVALID_PARAMS = -600

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,10 @@ logger = logging.getLogger(__name__)
 
 #: Longest pause between two looks for a key that has not appeared yet.
 MAX_POLL_INTERVAL_S = 0.05
-#: The metadata key ``put`` returns: the size of the value stored under the key.
+#: Metadata ``put`` returns: the size of the value stored under the key, and for the direct layout the
+#: size of its data object (then ``get`` reads both in one batch).
 VALUE_SIZE = "value_size"
+RAW_NBYTES = "raw_nbytes"
 
 
 class MooncakeStoreConnector(OmniConnectorBase):
@@ -67,22 +70,23 @@ class MooncakeStoreConnector(OmniConnectorBase):
 
     # -- contract -----------------------------------------------------------------------------
     def put(self, from_stage: str, to_stage: str, put_key: str, data: Any) -> tuple[bool, int, dict[str, Any] | None]:
-        """Store ``data`` under ``put_key`` for the edge; returns ``(ok, size, {"value_size": n})``.
+        """Store ``data`` under ``put_key`` for the edge; returns ``(ok, size, {"value_size": n, ...})``.
 
-        The key is the rendezvous: the metadata is optional for ``get`` (it saves one size lookup).
+        The key is the rendezvous: the metadata is optional for ``get`` (it saves lookups).
         """
         validate_key(put_key)
         client, pool = self._open()
         key = self._make_key(put_key, str(from_stage), str(to_stage))
         try:
-            size, value_size = self._write(client, pool, key, data)
+            metadata = self._write(client, pool, key, data)
         except (StoreError, SerializationError, TypeError, ValueError, MemoryError) as exc:
             self._counters.add("errors")
             logger.error("MooncakeStoreConnector: put of %r failed: %s", key, exc)
             return False, 0, None
+        size = metadata.get(RAW_NBYTES, metadata[VALUE_SIZE])
         self._counters.add("puts")
         self._counters.add("bytes_transferred", size)
-        return True, size, {VALUE_SIZE: value_size}
+        return True, size, metadata
 
     def get(
         self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
@@ -108,12 +112,11 @@ class MooncakeStoreConnector(OmniConnectorBase):
         validate_key(get_key)
         client, pool = self._open()
         key = self._make_key(get_key, str(from_stage), str(to_stage))
-        hint = metadata.get(VALUE_SIZE) if isinstance(metadata, dict) else None
-        size_hint = hint if type(hint) is int and hint > 0 else None
+        hints = _Hints.from_metadata(metadata)
         delay = 0.001
         while True:
             try:
-                result = self._read(client, pool, key, size_hint)
+                result = self._read(client, pool, key, hints)
             except (StoreError, SerializationError, ValueError) as exc:
                 self._counters.add("errors")
                 logger.error("MooncakeStoreConnector: get of %r failed: %s", key, exc)
@@ -181,11 +184,8 @@ class MooncakeStoreConnector(OmniConnectorBase):
         return client, pool
 
     @staticmethod
-    def _write(client: StoreClient, pool: LocalBufferPool, key: str, data: Any) -> tuple[int, int]:
-        """Write ``data`` under ``key`` (direct layout when it pays, else framed).
-
-        Returns the payload's size and the size of the value stored under ``key`` itself.
-        """
+    def _write(client: StoreClient, pool: LocalBufferPool, key: str, data: Any) -> dict[str, int]:
+        """Write ``data`` under ``key`` (direct layout when it pays, else framed); return the put metadata."""
         layout = layout_of(data, arrays=True)
         source = host_address(data) if layout is not None and layout.nbytes >= DIRECT_MIN_BYTES else None
         if layout is not None and source is not None:
@@ -198,18 +198,22 @@ class MooncakeStoreConnector(OmniConnectorBase):
                 client.registered(descriptor.ctypes.data, descriptor.size),
             ):
                 client.put(items)
-            return layout.nbytes, descriptor.size
+            return {VALUE_SIZE: descriptor.size, RAW_NBYTES: layout.nbytes}
         payload = OmniSerializer.prepare(data)
         region, pooled = pool.region(payload.nbytes)
         payload.write_into(region)
         with client.retaining_on_unconfirmed(region), _registered_unless(pooled, client, region):
             client.put([(key, region.ctypes.data, payload.nbytes)])
-        return payload.nbytes, payload.nbytes
+        return {VALUE_SIZE: payload.nbytes}
 
     @staticmethod
-    def _read(client: StoreClient, pool: LocalBufferPool, key: str, size_hint: int | None) -> tuple[Any, int] | None:
+    def _read(client: StoreClient, pool: LocalBufferPool, key: str, hints: _Hints) -> tuple[Any, int] | None:
         """``(payload, size)`` under ``key``, or None if it is not (completely) there."""
-        value = _fetch(client, pool, key, size_hint)
+        if hints.value_size is not None and hints.raw_nbytes is not None:
+            result = _read_direct_in_one_batch(client, pool, key, hints.value_size, hints.raw_nbytes)
+            if result is not None:
+                return result
+        value = _fetch(client, pool, key, hints.value_size)
         if value is None:
             return None
         layout = decode_descriptor(value)
@@ -219,6 +223,50 @@ class MooncakeStoreConnector(OmniConnectorBase):
         if data is None or data.size != layout.nbytes:
             return None  # the descriptor is visible before its data has landed, or the data was removed
         return rebuild(layout, data, copy=False), layout.nbytes
+
+
+@dataclass(frozen=True)
+class _Hints:
+    """Sizes from the metadata of ``put`` (absent or malformed values are ignored)."""
+
+    value_size: int | None = None
+    raw_nbytes: int | None = None
+
+    @classmethod
+    def from_metadata(cls, metadata: Any) -> _Hints:
+        if not isinstance(metadata, dict):
+            return cls()
+        sizes = [metadata.get(name) for name in (VALUE_SIZE, RAW_NBYTES)]
+        return cls(*(size if type(size) is int and size > 0 else None for size in sizes))
+
+
+def _read_direct_in_one_batch(
+    client: StoreClient, pool: LocalBufferPool, key: str, value_size: int, raw_nbytes: int
+) -> tuple[Any, int] | None:
+    """Read a direct-layout payload's descriptor and data in one batch, as the metadata describes them.
+
+    None when that does not work out (the key was replaced, the read outlived its lease, ...): the caller
+    then takes the general path, which looks everything up.
+    """
+    (head, head_pooled), (data, data_pooled) = pool.region(value_size), pool.region(raw_nbytes)
+    items = [(key, head.ctypes.data, value_size), (data_key(key), data.ctypes.data, raw_nbytes)]
+    try:
+        with (
+            client.retaining_on_unconfirmed(head, data),
+            _registered_unless(head_pooled, client, head),
+            _registered_unless(data_pooled, client, data),
+        ):
+            sizes = client.read_many(items)
+    except StoreError as exc:
+        if exc.unconfirmed:
+            raise
+        return None
+    if sizes[0] is None or sizes[1] != raw_nbytes:
+        return None
+    layout = decode_descriptor(head[: sizes[0]])
+    if layout is None or layout.nbytes != raw_nbytes:
+        return None
+    return rebuild(layout, data, copy=False), raw_nbytes
 
 
 def _fetch(client: StoreClient, pool: LocalBufferPool, key: str, size: int | None) -> np.ndarray | None:

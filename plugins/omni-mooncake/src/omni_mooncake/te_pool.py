@@ -38,7 +38,6 @@ class RegisteredPool:
     def __init__(self, engine: Any, size: int, device: str) -> None:
         if size <= 0:
             raise ValueError(f"memory_pool_size must be > 0, got {size}")
-        self.device = device
         if device == "cpu" and torch.cuda.is_available():
             tensor = torch.empty(size, dtype=torch.uint8, pin_memory=True)
         elif device == "cpu":
@@ -53,10 +52,6 @@ class RegisteredPool:
         if rc != 0:
             raise RuntimeError(f"TransferEngine.register_memory of the {size}-byte {device} pool failed ({rc})")
         self._engine = engine
-
-    @property
-    def size(self) -> int:
-        return self.allocator.total_size
 
     def allocate(self, size: int) -> ManagedBuffer:
         """A pool slice of ``size`` bytes; MemoryError when the pool has no room."""

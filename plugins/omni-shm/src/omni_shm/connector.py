@@ -185,9 +185,12 @@ class SharedMemoryConnector(OmniConnectorBase):
     def health(self) -> dict[str, Any]:
         """``{"status", "puts", "gets", "bytes_transferred", "bytes_received", "errors", "orphans_reclaimed", ...}``."""
         usable = not self.closed and os.access(self._directory, os.W_OK | os.X_OK)
+        with self._lock:
+            metrics = dict(self._metrics)
+        metrics["errors"] += self._reader.open_errors  # slabs that could not be mapped (e.g. no descriptors left)
         return {
             "status": "healthy" if usable else "unhealthy",
-            **self._metrics,
+            **metrics,
             "expired": self._writer.expired,
             "pending": self._writer.pending,
             "shm_bytes": self._writer.shm_bytes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -14,6 +15,8 @@ from .slab import Slab
 _ATTEMPTS = 3  # stale entries removed before a lookup gives up
 _MAX_MAPPED = 64  # slabs kept mapped while no payload in them is held
 _MAX_SEEN = 4096  # broadcast payloads remembered as already read by this reader
+
+logger = logging.getLogger(__name__)
 
 
 class Claim:
@@ -42,7 +45,8 @@ class PayloadReader:
 
     Locks are owned by the open file description, which all threads of this reader share: the reader
     therefore never takes a region it already holds (a second claim would succeed and its failure path
-    would drop the first claim's locks).
+    would drop the first claim's locks).  A slab that exists but cannot be opened or mapped (no descriptors
+    left, a symlink under its name) is skipped like a missing one and counted in :attr:`open_errors`.
     """
 
     def __init__(self, directory: str, namespace: str, *, pin: bool) -> None:
@@ -55,6 +59,7 @@ class PayloadReader:
         self._seen: OrderedDict[str, None] = OrderedDict()  # broadcast targets this reader already read
         self._lock = threading.RLock()  # re-entrant: a garbage-collected view may release inside a claim
         self._closed = False
+        self.open_errors = 0
 
     def claim(self, entry_path: str) -> Claim | None:
         """Claim one read of the payload published at ``entry_path``; None if there is none for us."""
@@ -156,7 +161,12 @@ class PayloadReader:
         return Claim(slab, header.offset, header.readers, header.length)
 
     def _map(self, name: str) -> Slab | None:
-        slab = Slab.open(self._directory, name)
+        try:
+            slab = Slab.open(self._directory, name)
+        except OSError as exc:
+            self.open_errors += 1
+            logger.warning("SharedMemoryConnector cannot map slab %s: %s", name, exc)
+            return None
         if slab is None:
             return None
         if self._pin:

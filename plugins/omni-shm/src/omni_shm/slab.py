@@ -50,11 +50,15 @@ class Slab:
 
     @classmethod
     def open(cls, directory: str, name: str) -> Slab | None:
-        """Map another process's slab, or None if it is gone or is not a regular file of this user."""
+        """Map another process's slab, or None if it is gone or is not a regular file of this user.
+
+        Other failures to open or map it (no descriptors left, a symlink planted under its name, no memory)
+        raise OSError.
+        """
         path = os.path.join(directory, name)
         try:
             fd = os.open(path, _OPEN_FLAGS)
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
             return None
         try:
             st = os.fstat(fd)

@@ -181,7 +181,8 @@ class YuanrongTransferEngineConnector(OmniConnectorBase):
             self._outbox.discard(lambda key, raw_key: raw_key == request_id or key == request_id)
 
     def health(self) -> dict[str, Any]:
-        """Status plus counters, pool usage and the side channel's malformed-message count."""
+        """Status plus counters, pool usage, and the side channel's malformed messages, refused peers and failed
+        accepts."""
         with self._lock:
             report: dict[str, Any] = dict(self._counters)
         report.update(self.get_connection_info())
@@ -191,6 +192,8 @@ class YuanrongTransferEngineConnector(OmniConnectorBase):
             pool_size=self.pool_size,
             pending=len(self._outbox),
             control_errors=self._server.malformed if self._server is not None else 0,
+            control_refused_peers=self._server.refused_peers if self._server is not None else 0,
+            control_accept_failures=self._server.accept_failures if self._server is not None else 0,
         )
         if self.closed:
             return {"status": "unhealthy", "reason": "connector is closed", **report}

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from omni_core import validate_key
 
@@ -33,6 +34,14 @@ MAX_REQUEST_BYTES = 4096
 MAX_REPLY_BYTES = 1 << 20
 MAX_SEGMENTS = 4096
 _POLL_MS = 100
+#: A peer that connects but does not finish the ZMTP handshake in this time is dropped (libzmq: 30 s).
+HANDSHAKE_TIMEOUT_MS = 5000
+#: Socket events counted: a peer refused at the handshake (garbage, silence), an accept that failed (no
+#: descriptors left; libzmq retries it at once, so these count attempts, not peers).
+_REFUSED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+_WATCHED = _REFUSED | zmq.EVENT_ACCEPT_FAILED
+#: Most socket events handled per loop turn, so a flood of them never starves the requests.
+_MONITOR_BATCH = 256
 _LIMITS = {"max_str_len": 1024, "max_bin_len": 0, "max_ext_len": 0, "max_array_len": MAX_SEGMENTS, "max_map_len": 16}
 
 
@@ -114,7 +123,9 @@ class ControlServer:
 
     ``handler(kind, request_id)`` returns the reply; malformed requests and
     handler failures are answered with ``ack_error`` and counted in
-    :attr:`malformed`.  ``on_idle`` runs between requests, at least every 100 ms.
+    :attr:`malformed`; peers dropped at the handshake (garbage, silence for
+    ``HANDSHAKE_TIMEOUT_MS``) in :attr:`refused_peers`, failed accepts in
+    :attr:`accept_failures`.  ``on_idle`` runs between requests, at least every 100 ms.
     """
 
     def __init__(
@@ -126,12 +137,15 @@ class ControlServer:
         on_idle: Callable[[], object],
     ) -> None:
         self.malformed = 0
+        self.refused_peers = 0
+        self.accept_failures = 0
         self._handler = handler
         self._on_idle = on_idle
         self._stop = threading.Event()
         socket = context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
         address = f"tcp://{host}:{port if port is not None else '*'}"
         try:
             socket.bind(address)
@@ -140,6 +154,7 @@ class ControlServer:
             raise OSError(f"cannot bind the TransferEngine control socket to {address}: {exc}") from exc
         self.port = int(socket.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
         self._socket = socket
+        self._monitor = socket.get_monitor_socket(_WATCHED)
         self._thread = threading.Thread(target=self._serve, name=f"yuanrong-te-control-{self.port}", daemon=True)
         self._thread.start()
 
@@ -148,11 +163,22 @@ class ControlServer:
         return self._thread.is_alive()
 
     def _serve(self) -> None:
-        socket = self._socket
+        socket, monitor = self._socket, self._monitor
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         while not self._stop.is_set():
-            if socket.poll(_POLL_MS):
+            ready = dict(poller.poll(_POLL_MS))
+            if socket in ready:
                 frames = socket.recv_multipart()
                 socket.send_multipart([*frames[:-1], self._answer(frames[-1])])
+            for _ in range(_MONITOR_BATCH if monitor in ready else 0):
+                if not monitor.poll(0):
+                    break
+                if recv_monitor_message(monitor)["event"] & _REFUSED:
+                    self.refused_peers += 1
+                else:
+                    self.accept_failures += 1
             self._on_idle()
 
     def _answer(self, frame: bytes) -> bytes:
@@ -170,9 +196,10 @@ class ControlServer:
             return encode_error(f"{type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        """Stop the thread and close the socket."""
+        """Stop the thread and close the sockets."""
         self._stop.set()
         self._thread.join()
+        self._monitor.close()
         self._socket.close()
 
 

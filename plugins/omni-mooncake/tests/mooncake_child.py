@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import Any
 
-from payloads import build, unwrap
+from mooncake_payloads import build, unwrap
 
 from omni_core import ConnectorSpec, OmniConnectorFactory
 from omni_core.testing import checksum

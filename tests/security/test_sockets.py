@@ -1,0 +1,86 @@
+"""What each socket binds, and so who can reach it: loopback unless told otherwise, never a wildcard by default."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+from secutil import ports_of
+
+from omni_core import ConnectorSpec, OmniConnectorFactory
+
+LOOPBACK = {"127.0.0.1"}
+WILDCARDS = {"0.0.0.0", "::"}
+
+
+def _socket_fds() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:  # the descriptor listdir itself used
+            pass
+    return count
+
+
+def test_coordinator_serve_binds_loopback_by_default() -> None:
+    from omni_coordinator.cli import parse_announcement
+
+    proc = subprocess.Popen([sys.executable, "-m", "omni_coordinator.cli", "serve"], stdout=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        announced = [parse_announcement(proc.stdout.readline().decode()) for _ in range(2)]
+        ports = {int(addr.rsplit(":", 1)[1]) for _, addr in announced}  # type: ignore[misc]
+        bound = ports_of(proc.pid)
+        assert set(bound) == ports and all(hosts == LOOPBACK for hosts in bound.values()), bound
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_omni_run_starts_its_coordinator_on_loopback() -> None:
+    from omni_core.run.replicas import Router
+
+    router = Router({}, {"policy": "round-robin", "heartbeat_timeout": 1.0})
+    try:
+        bound = ports_of(router.runtime.pid)
+        assert len(bound) == 2 and all(hosts == LOOPBACK for hosts in bound.values()), bound
+    finally:
+        router.close()
+
+
+def test_yuanrong_te_sender_binds_its_side_channel_and_engine_port_to_its_host_only(te_sender) -> None:
+    bound = ports_of(os.getpid())
+    assert bound[te_sender.zmq_port] == LOOPBACK and bound[te_sender.rpc_port] == LOOPBACK
+
+
+def test_yuanrong_te_auto_host_binds_this_hosts_address_not_a_wildcard() -> None:
+    from omni_yuanrong.netutil import local_ip
+    from omni_yuanrong.te_connector import YuanrongTransferEngineConnector
+    from omni_yuanrong.te_engine import real_engine
+
+    config = {"role": "sender", "memory_pool_device": "cpu", "memory_pool_size": 1 << 20, "device_name": "npu:0"}
+    with YuanrongTransferEngineConnector(config, engine_factory=real_engine) as sender:
+        assert sender.host == local_ip()
+        assert ports_of(os.getpid())[sender.zmq_port] == {sender.host}
+        assert not ports_of(os.getpid())[sender.zmq_port] & WILDCARDS
+
+
+def test_local_datasystem_worker_listens_on_loopback_only(yuanrong_worker) -> None:
+    bound = ports_of(yuanrong_worker.pid)
+    assert yuanrong_worker.port in bound and all(hosts == LOOPBACK for hosts in bound.values()), bound
+
+
+def test_shared_memory_connector_opens_no_sockets() -> None:
+    before = _socket_fds()
+    spec = ConnectorSpec("SharedMemoryConnector", {"namespace": f"sec{uuid.uuid4().hex[:8]}"})
+    with OmniConnectorFactory.create_connector(spec) as producer, OmniConnectorFactory.create_connector(spec) as reader:
+        assert producer.put("0", "1", "k", np.arange(1000))[0]
+        assert reader.get("0", "1", "k") is not None
+        assert _socket_fds() == before
