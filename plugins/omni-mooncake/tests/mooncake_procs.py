@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-INSTALL = "pip install 'omni-mooncake[cpu]' (Debian: apt-get install -y libibverbs1 libnuma1)"
+from omni_mooncake.master import MooncakeMaster
+
 CHILD_SCRIPT = Path(__file__).with_name("mooncake_child.py")
 MiB = 1 << 20
 
@@ -33,81 +28,6 @@ def require_backend(ok: bool, message: str) -> None:
         if in_ci():
             pytest.fail(f"{message} (CI=true: backends must be present)", pytrace=False)
         pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def master_binary() -> str | None:
-    beside = Path(sys.executable).with_name("mooncake_master")
-    return str(beside) if beside.exists() else shutil.which("mooncake_master")
-
-
-class MooncakeMaster:
-    """A ``mooncake_master`` bound to 127.0.0.1 on free ports; stopped by PID."""
-
-    def __init__(self, lease_ms: int = 200) -> None:
-        binary = master_binary()
-        require_backend(binary is not None, f"mooncake_master is not installed: {INSTALL}")
-        self.binary = str(binary)
-        self.lease_ms = lease_ms
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()
-        self.rpc_port = self.metrics_port = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.rpc_port}"
-
-    def start(self, timeout: float = 30.0) -> MooncakeMaster:
-        self.rpc_port, self.metrics_port = free_port(), free_port()
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--rpc_address=127.0.0.1",
-                f"--rpc_port={self.rpc_port}",
-                "--metrics_host=127.0.0.1",
-                f"--metrics_port={self.metrics_port}",
-                "--enable_metric_reporting=false",
-                "--minloglevel=1",
-                f"--default_kv_lease_ttl={self.lease_ms}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mooncake_master exited with {self.proc.returncode}: {self._log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"mooncake_master did not report healthy within {timeout} s: {self._log_tail()}")
-
-    def _log_tail(self) -> str:
-        self.log.seek(0)
-        return self.log.read()[-2000:].decode(errors="replace")
-
-    def stop(self) -> None:
-        """SIGTERM, then wait (SIGKILL after 15 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class ConnectorProcess:

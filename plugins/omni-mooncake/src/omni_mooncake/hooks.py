@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omni_core import Capabilities, ConfigKey, ConnectorRegistration, Delivery, hookimpl
+from omni_core import Capabilities, ConfigKey, ConnectorRegistration, Delivery, ServiceRegistration, hookimpl
 
 INSTALL_HINT = "pip install 'omni-mooncake[cpu]'  (CUDA 12 hosts: 'omni-mooncake[cuda]', CUDA 13: '[cuda13]')"
 
@@ -68,3 +68,8 @@ TE_REGISTRATION = ConnectorRegistration(
 @hookimpl
 def omni_register_connectors() -> list[ConnectorRegistration]:
     return [STORE_REGISTRATION, TE_REGISTRATION]
+
+
+@hookimpl
+def omni_register_services() -> list[ServiceRegistration]:
+    return [ServiceRegistration("mooncake", "a local mooncake_master", "omni_mooncake.services:start_master")]

@@ -1,0 +1,100 @@
+"""A local ``mooncake_master`` on free loopback ports, for tests and ``omni services up mooncake``."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+INSTALL = "pip install 'omni-mooncake[cpu]' (Debian: apt-get install -y libibverbs1 libnuma1)"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def master_binary() -> str | None:
+    """The ``mooncake_master`` beside this interpreter (a venv), else the one on PATH."""
+    beside = Path(sys.executable).with_name("mooncake_master")
+    return str(beside) if beside.exists() else shutil.which("mooncake_master")
+
+
+class MooncakeMaster:
+    """A ``mooncake_master`` bound to 127.0.0.1 on free ports, ready when its ``/health`` answers; stopped by PID.
+
+    ``detach`` starts it in its own session, so it outlives the starter; ``log_path`` keeps its output
+    in that file (default: an anonymous temporary file).
+    """
+
+    def __init__(self, lease_ms: int = 200, *, detach: bool = False, log_path: Path | None = None) -> None:
+        binary = master_binary()
+        if binary is None:
+            raise FileNotFoundError(f"mooncake_master is not installed: {INSTALL}")
+        self.binary = binary
+        self.lease_ms = lease_ms
+        self.detach = detach
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: IO[bytes] = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()
+        self.rpc_port = self.metrics_port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.rpc_port}"
+
+    def start(self, timeout: float = 30.0) -> MooncakeMaster:
+        self.rpc_port, self.metrics_port = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--rpc_address=127.0.0.1",
+                f"--rpc_port={self.rpc_port}",
+                "--metrics_host=127.0.0.1",
+                f"--metrics_port={self.metrics_port}",
+                "--enable_metric_reporting=false",
+                "--minloglevel=1",
+                f"--default_kv_lease_ttl={self.lease_ms}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=self.detach,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mooncake_master exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"mooncake_master did not report healthy within {timeout} s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:].decode(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then wait (SIGKILL after 15 s)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
