@@ -88,6 +88,8 @@ def problems(chaos: list[ScenarioResult], fuzz: list[FuzzResult]) -> list[str]:
     for r in chaos:
         if r.lost and not r.loss_reason:
             found.append(f"{r.slug}: {r.lost} acknowledged payload(s) lost")
+        if r.lost_in_doubt and not r.doubt_reason:
+            found.append(f"{r.slug}: {r.lost_in_doubt} payload(s) lost with the reader killed while reading them")
         if r.duplicates or r.corrupt:
             found.append(f"{r.slug}: {r.duplicates} duplicate(s), {r.corrupt} corrupt payload(s)")
         if r.leaks.total:

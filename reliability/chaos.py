@@ -56,6 +56,7 @@ class Scenario:
     target: str  # "producer", "consumer", or the name of a server (setup.backend / setup.coordinator)
     setup: Callable[[], Setup]
     loss_reason: str = ""  # why this backend cannot promise acknowledged payloads survive this kill, if so
+    doubt_reason: str = ""  # why a payload whose reader was killed mid-read is not read again, if so
 
 
 @dataclass
@@ -79,6 +80,7 @@ class ScenarioResult:
     leaks: Leaks = field(default_factory=Leaks)
     seconds: float = 0.0
     loss_reason: str = ""
+    doubt_reason: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -93,7 +95,7 @@ class ChaosRun:
         self.sizes = [_LARGE if rng.random() < 0.01 else rng.choice(_SIZES) for _ in range(requests)]
         self.result = ScenarioResult(scenario.slug, scenario.transport, scenario.target, seed, requests,
                                      sorted(self.plan.values(), key=lambda k: k.request),
-                                     loss_reason=scenario.loss_reason)
+                                     loss_reason=scenario.loss_reason, doubt_reason=scenario.doubt_reason)
         self.setup = scenario.setup()
         self.probe = LeakProbe(self.setup.namespace)
         self.pipeline = Pipeline(self.setup)

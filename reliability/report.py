@@ -65,16 +65,18 @@ def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
         recover = f"{statistics.median(r.recover_s):.2f} / {max(r.recover_s):.2f}" if r.recover_s else "-"
         lk = r.leaks
         lost = f"{r.lost} (by design)" if r.lost and r.loss_reason else str(r.lost)
+        doubt = f"{r.lost_in_doubt} (by design)" if r.lost_in_doubt and r.doubt_reason else str(r.lost_in_doubt)
         rows.append(
             f"| {r.transport} | {r.target} | {len(r.kills)} | {r.requests} | {r.acked} | {r.refused} | {r.delivered} "
-            f"| {lost} | {r.lost_in_doubt} | {r.duplicates} | {r.corrupt} | {recover} "
+            f"| {lost} | {doubt} | {r.duplicates} | {r.corrupt} | {recover} "
             f"| {lk.shm_entries}, {lk.lock_files}, {lk.pool_bytes}, {lk.processes}, {lk.ports} |"
         )
     out = ["## Chaos: SIGKILL during a two-stage pipeline", "", *rows, "", _COLUMNS.format(timeout=GET_TIMEOUT_S), ""]
-    reasons = [r for r in results if r.lost and r.loss_reason]
+    reasons = [(r, r.lost, r.loss_reason) for r in results if r.lost and r.loss_reason]
+    reasons += [(r, r.lost_in_doubt, r.doubt_reason) for r in results if r.lost_in_doubt and r.doubt_reason]
     if reasons:
         out += ["### Why these backends lose acknowledged payloads on these kills", ""]
-        out += [f"- **{r.transport}, {r.target} killed** ({r.lost} lost): {r.loss_reason}." for r in reasons]
+        out += [f"- **{r.transport}, {r.target} killed** ({n} lost): {why}." for r, n, why in reasons]
         out.append("")
     out += ["### Kill points", "", "`request:phase+delay` (phase: during the put, during the read, or right after "
             "the put).", ""]

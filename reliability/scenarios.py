@@ -15,6 +15,14 @@ SHM_PRODUCER_LOSS = (
     "a payload lives in its producer's slab; a dead producer's slabs are swept (and its unread payloads "
     "withdrawn) by the next connector that starts or sweeps, here the restarted producer"
 )
+CONSUME_ONCE_DOUBT = (
+    "reads are consume-once: the killed reader had already claimed the payload (its key entry is removed by the "
+    "claim), and a claim is never handed to another reader, so a read is at most once, never twice"
+)
+READ_THEN_DELETE_DOUBT = (
+    "reads do not consume, so the consumer deletes a payload once it has read it (as a stage does); a reader "
+    "killed after that delete but before it answered had the payload, and it is not read twice"
+)
 YUANRONG_WORKER_LOSS = (
     "values live only in the worker's shared memory (the local worker keeps no spill or replica): a worker "
     "restart starts empty, so every acknowledged payload not yet read is gone"
@@ -42,9 +50,9 @@ def _coordinated_shm() -> Setup:
 
 SCENARIOS: list[Scenario] = [
     Scenario("shm-producer", "shared memory", "producer", _shm, SHM_PRODUCER_LOSS),
-    Scenario("shm-consumer", "shared memory", "consumer", _shm),
+    Scenario("shm-consumer", "shared memory", "consumer", _shm, doubt_reason=CONSUME_ONCE_DOUBT),
     Scenario("yuanrong-producer", "openYuanrong KV", "producer", _yuanrong),
-    Scenario("yuanrong-consumer", "openYuanrong KV", "consumer", _yuanrong),
+    Scenario("yuanrong-consumer", "openYuanrong KV", "consumer", _yuanrong, doubt_reason=READ_THEN_DELETE_DOUBT),
     Scenario("yuanrong-worker", "openYuanrong KV", YuanrongWorker.name, _yuanrong, YUANRONG_WORKER_LOSS),
     Scenario("coordinator", "coordinator (2 consumer replicas, shared memory)", CoordinatorServer.name,
              _coordinated_shm),

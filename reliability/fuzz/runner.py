@@ -55,7 +55,7 @@ def run(name: str, target: Target, count: int, seed: int, out: Path | None, prog
     """Feed ``count`` seeded inputs to ``target``; every bad outcome becomes a finding."""
     result = FuzzResult(target=name, engine="mutation")
     seen: set[str] = set()
-    signal.signal(signal.SIGALRM, _on_alarm)
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
     started = time.monotonic()
     step = max(1, count // 10)
     for i, data in enumerate(mutate.inputs(target.seeds(), target.tokens, seed, count, target.regressions())):
@@ -74,6 +74,7 @@ def run(name: str, target: Target, count: int, seed: int, out: Path | None, prog
         result.inputs += 1
         if progress and (i + 1) % step == 0:
             print(f"  {name}: {i + 1}/{count} inputs, {len(result.findings)} finding(s)", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGALRM, previous)
     result.seconds = time.monotonic() - started
     result.peak_rss_mib = _peak_rss() / (1 << 20)
     return result

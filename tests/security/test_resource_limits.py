@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -92,46 +91,57 @@ def test_a_full_transfer_engine_pool_refuses_the_put_and_stays_healthy(te_sender
 
 # -- a low descriptor limit ----------------------------------------------------------------------------
 
-_SHM_UNDER_FD_LIMIT = r"""
-import json, os, resource, sys
+#: Run in the child after its set-up: leave it only ``spare`` more descriptors than it has open.
+_LIMIT_FDS = """
+import os, resource
+def limit_fds(spare):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + spare, hard))
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+"""
+
+_SHM_UNDER_FD_LIMIT = _LIMIT_FDS + r"""
+import json, sys
 import numpy as np
 from omni_core import ConnectorSpec, OmniConnectorFactory
 spec = ConnectorSpec("SharedMemoryConnector", {"namespace": sys.argv[1], "arena_bytes": 65536, "keep_idle_bytes": 0})
 producer, reader = OmniConnectorFactory.create_connector(spec), OmniConnectorFactory.create_connector(spec)
-resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 6, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+lift = limit_fds(6)
 puts = [producer.put("0", "1", f"k{i}", np.full(100_000, i, dtype=np.uint8))[0] for i in range(12)]
 gets = [reader.get("0", "1", f"k{i}") is not None for i in range(12) if puts[i]]
 under = {"puts": puts, "gets": gets, "producer": producer.health(), "reader": reader.health()}
-producer.reap_consumed()
-again = producer.put("0", "1", "again", np.zeros(100_000, dtype=np.uint8))[0] and reader.get("0", "1", "again") is not None
+lift()
+later = [int(reader.get("0", "1", f"k{i}")[0][0]) for i in range(12) if puts[i]]
+again = producer.put("0", "1", "again", np.zeros(100_000, dtype=np.uint8))[0]
 producer.close(); reader.close()
-print(json.dumps({**under, "again": again}))
+print(json.dumps({**under, "later": later, "again": again, "status": reader.health()["status"]}))
 """
 
 
-def test_shared_memory_under_a_low_descriptor_limit_counts_failures_and_recovers() -> None:
+def test_shared_memory_under_a_low_descriptor_limit_counts_failures_and_loses_nothing() -> None:
     namespace = f"fd{uuid.uuid4().hex[:8]}"
     done = subprocess.run([sys.executable, "-c", _SHM_UNDER_FD_LIMIT, namespace], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    refused = result["puts"].count(False)
-    assert refused > 0 and result["producer"]["errors"] == refused, result
+    acked = [i for i, ok in enumerate(result["puts"]) if ok]
+    assert 0 < len(acked) < 12 and result["producer"]["errors"] >= 12 - len(acked), result
     assert result["producer"]["status"] == result["reader"]["status"] == "healthy"
-    unread = result["gets"].count(False)
-    assert result["reader"]["errors"] == unread, "every slab the reader could not map is counted"
-    assert result["again"], "once descriptors are free again, puts and gets work"
+    assert result["reader"]["errors"] == result["gets"].count(False) > 0, "every slab it could not map is counted"
+    assert result["later"] == acked, "once descriptors are free, every acknowledged payload is read intact"
+    assert result["again"]
     assert not [n for n in os.listdir("/dev/shm") if namespace in n]
 
 
-_COORDINATOR_UNDER_FD_LIMIT = r"""
-import json, os, resource, sys
+_COORDINATOR_UNDER_FD_LIMIT = _LIMIT_FDS + r"""
+import json, sys
 from omni_coordinator import OmniCoordinator
 coordinator = OmniCoordinator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", heartbeat_timeout=5.0)
-resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+limit_fds(8)
 print(json.dumps({"router": coordinator.router_zmq_addr}), flush=True)
 for line in sys.stdin:
-    print(json.dumps({**coordinator.stats(), "listed": [r.input_addr for r in coordinator.get_active_replicas().replicas]}), flush=True)
+    listed = [r.input_addr for r in coordinator.get_active_replicas().replicas]
+    print(json.dumps({**coordinator.stats(), "listed": listed}), flush=True)
 coordinator.close()
 """
 
@@ -173,14 +183,6 @@ def test_a_coordinator_out_of_descriptors_keeps_serving_its_peers_and_counts_fai
 
 
 # -- garbage and silence on every socket we bind ------------------------------------------------------------
-
-
-def _coordinator_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, bool, Callable[[], dict], object]]:
-    from omni_coordinator import OmniCoordinator, coordinator
-
-    monkeypatch.setattr(coordinator, "HANDSHAKE_TIMEOUT_MS", 300)
-    server = OmniCoordinator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", heartbeat_timeout=5.0)
-    yield server
 
 
 @pytest.mark.parametrize("where", ["coordinator ROUTER", "coordinator PUB", "Yuanrong TE side channel"])

@@ -84,3 +84,36 @@ def test_shared_memory_connector_opens_no_sockets() -> None:
         assert producer.put("0", "1", "k", np.arange(1000))[0]
         assert reader.get("0", "1", "k") is not None
         assert _socket_fds() == before
+
+
+def test_stage_and_hub_clients_listen_on_nothing() -> None:
+    from omni_coordinator import OmniCoordClientForHub, OmniCoordClientForStage, OmniCoordinator
+
+    coordinator = OmniCoordinator("tcp://127.0.0.1:0", "tcp://127.0.0.1:0", heartbeat_timeout=5.0)
+    before = set(ports_of(os.getpid()))
+    stage = OmniCoordClientForStage(coordinator.router_zmq_addr, "tcp://a:1", "tcp://a:2", 0)
+    hub = OmniCoordClientForHub(coordinator.pub_zmq_addr)
+    try:
+        assert set(ports_of(os.getpid())) == before
+    finally:
+        stage.close()
+        hub.close()
+        coordinator.close()
+
+
+def test_anyone_who_reaches_a_te_sender_can_free_its_payloads(te_sender) -> None:
+    """The side channel is unauthenticated (as upstream's): reachability is the only protection."""
+    import torch
+    import zmq
+
+    from omni_yuanrong.te_control import ACK_OK, CLEANUP_KEY, encode_request, request
+
+    assert te_sender.put("0", "1", "victim", torch.ones(1000))[0]
+    assert te_sender.health()["pending"] == 1
+    context = zmq.Context()
+    try:
+        key = te_sender._make_key("victim", "0", "1")
+        assert request(context, f"127.0.0.1:{te_sender.zmq_port}", encode_request(CLEANUP_KEY, key), 5000) == ACK_OK
+    finally:
+        context.destroy(linger=0)
+    assert te_sender.health()["pending"] == 0

@@ -7,7 +7,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from mooncake_procs import INSTALL, MooncakeMaster, require_backend
+from mooncake_procs import require_backend
+
+from omni_mooncake.master import INSTALL, MooncakeMaster
 
 os.environ.setdefault("MC_LOG_LEVEL", "ERROR")  # children inherit it
 

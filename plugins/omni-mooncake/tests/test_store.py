@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import torch
 from mooncake_payloads import build, digest
-from mooncake_procs import ConnectorProcess, MiB, MooncakeMaster, free_port, store_extra
+from mooncake_procs import ConnectorProcess, MiB, MooncakeMaster, store_extra
 
 from omni_core import ConnectorSpec, OmniConnectorFactory
 from omni_core.testing import checksum
+from omni_mooncake.master import free_port
 from omni_mooncake.store_connector import MooncakeStoreConnector
 
 EDGE = ("0", "1")

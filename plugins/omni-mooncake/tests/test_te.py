@@ -16,10 +16,11 @@ import pytest
 import torch
 import zmq
 from mooncake_payloads import big_tensor, build, digest, unwrap
-from mooncake_procs import ConnectorProcess, MiB, free_port, te_extra
+from mooncake_procs import ConnectorProcess, MiB, te_extra
 
 from omni_core import ConnectorSpec, OmniConnectorFactory, create_connectors_from_config
 from omni_core.testing import checksum
+from omni_mooncake.master import free_port
 from omni_mooncake.te_connector import MooncakeTransferEngineConnector
 from omni_mooncake.te_pool import ReceivedBuffer
 

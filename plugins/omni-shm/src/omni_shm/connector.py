@@ -221,9 +221,16 @@ class SharedMemoryConnector(OmniConnectorBase):
             self._maintain()
 
     def _maintain(self) -> int:
+        """Reclaim, sweep and unmap; a sweep that cannot list ``shm_dir`` (no descriptors left) is an error, not
+        a failure of the put or get that ran it: it is counted and tried again next time."""
         self._next_sweep = time.monotonic() + self.settings.sweep_interval_s
         reclaimed = self._writer.reclaim()
-        orphans = sweep_orphans(self._directory, self._reader)
+        try:
+            orphans = sweep_orphans(self._directory, self._reader)
+        except OSError as exc:
+            logger.warning("SharedMemoryConnector sweep of %s failed: %s", self._directory, exc)
+            self._count("errors")
+            orphans = 0
         self._reader.trim()
         with self._lock:
             self._metrics["orphans_reclaimed"] += orphans

@@ -19,6 +19,10 @@ _MAX_SEEN = 4096  # broadcast payloads remembered as already read by this reader
 logger = logging.getLogger(__name__)
 
 
+class _Unmappable(Exception):
+    """A slab that exists could not be opened or mapped just now: its payloads are not stale, only out of reach."""
+
+
 class Claim:
     """One claimed read of a region; :meth:`PayloadReader.release` hands it back."""
 
@@ -46,7 +50,8 @@ class PayloadReader:
     Locks are owned by the open file description, which all threads of this reader share: the reader
     therefore never takes a region it already holds (a second claim would succeed and its failure path
     would drop the first claim's locks).  A slab that exists but cannot be opened or mapped (no descriptors
-    left, a symlink under its name) is skipped like a missing one and counted in :attr:`open_errors`.
+    left, a symlink under its name) is counted in :attr:`open_errors`; its payloads are left published, never
+    mistaken for stale entries and withdrawn.
     """
 
     def __init__(self, directory: str, namespace: str, *, pin: bool) -> None:
@@ -71,7 +76,10 @@ class PayloadReader:
             with self._lock:
                 if target in self._seen:
                     return None
-                found = self._locate(target)
+                try:
+                    found = self._locate(target)
+                except _Unmappable:
+                    return None  # the payload stays published for a later get
                 if found is not None:
                     slab, offset, generation = found
                     if (slab.name, offset) in self._held:
@@ -108,7 +116,11 @@ class PayloadReader:
             target = os.readlink(entry_path)
         except OSError:
             return
-        if not self._retire(entry_path, target):
+        try:
+            retired = self._retire(entry_path, target)
+        except _Unmappable:
+            return  # tried again by the next sweep or put
+        if not retired:
             self._drop_if_stale(entry_path, target)
 
     def forget(self, slab_name: str) -> None:
@@ -166,7 +178,7 @@ class PayloadReader:
         except OSError as exc:
             self.open_errors += 1
             logger.warning("SharedMemoryConnector cannot map slab %s: %s", name, exc)
-            return None
+            raise _Unmappable(name) from exc
         if slab is None:
             return None
         if self._pin:
@@ -210,7 +222,7 @@ class PayloadReader:
                 try:
                     os.link(scratch, entry_path, follow_symlinks=False)
                 except FileExistsError:
-                    with contextlib.suppress(protocol.Busy):
+                    with contextlib.suppress(protocol.Busy, _Unmappable):
                         self._retire(scratch, moved)
         finally:
             with contextlib.suppress(FileNotFoundError):
