@@ -340,7 +340,51 @@ YUANRONG_TE = Target(
 )
 
 
+# -- the Mooncake TransferEngine side channel and store descriptors (when that plugin is installed) ---------
+
+
+def _mooncake_targets() -> dict[str, Target]:
+    try:
+        from omni_mooncake import store_values, wire
+    except ImportError:
+        return {}
+
+    def decode_wire(data: bytes) -> Any:
+        """A sender's view of a request, then a receiver's view of the same bytes as a reply."""
+        try:
+            request = wire.decode_request(data)
+        except wire.MalformedMessage:
+            request = None
+        return request, wire.decode_reply(data)
+
+    def wire_seeds() -> list[bytes]:
+        pull = wire.Pull("req-1@0_1", "127.0.0.1:40000", 1 << 20, 4096, 5000)
+        return [
+            wire.encode_request(wire.Query("req-1@0_1")),
+            wire.encode_request(pull),
+            wire.encode_reply({"ok": True, "size": 64, "fast": True,
+                               "layout": {"kind": "tensor", "dtype": "float32", "shape": [4, 4]}}),
+            wire.encode_reply(wire.error_reply(wire.NOT_FOUND, "no such key")),
+        ]
+
+    def descriptor_seeds() -> list[bytes]:
+        from omni_mooncake.raw_payload import RawLayout
+
+        return [store_values.encode_descriptor(RawLayout(kind, dtype, shape, nbytes)) for kind, dtype, shape, nbytes in
+                (("tensor", "bfloat16", (4, 8), 64), ("ndarray", "<f4", (16,), 64), ("bytes", "uint8", (64,), 64))]
+
+    tokens = (b"\xa2op", b"\xa5query", b"\xa4pull", b"\xa3key", b"\xa7session", b"\xa7address", b"\xa8capacity",
+              b"\xa7wait_ms", b"\xa2ok\xc3", b"\xa6layout", b"\xa4kind\xa6tensor", b"\xa5shape", b"\xa6nbytes",
+              b"OMD1", b"\xcf\xff\xff\xff\xff\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\x91" * 64)
+    return {
+        "mooncake-te": Target("Mooncake TE side channel (wire.decode_request / decode_reply)", decode_wire,
+                              (wire.MalformedMessage,), wire_seeds, tokens),
+        "mooncake-descriptor": Target("Mooncake store descriptor (store_values.decode_descriptor)",
+                                      store_values.decode_descriptor, (ValueError,), descriptor_seeds, tokens),
+    }
+
+
 def all_targets() -> dict[str, Target]:
-    """Every target by short name (the Mooncake side channel's only when that plugin is installed)."""
+    """Every target by short name (the Mooncake ones only when that plugin is installed)."""
     targets = {"serializer": SERIALIZER, "config": CONFIG, "coordinator": COORDINATOR, "yuanrong-te": YUANRONG_TE}
-    return targets
+    return {**targets, **_mooncake_targets()}

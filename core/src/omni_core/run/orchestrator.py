@@ -29,8 +29,17 @@ __all__ = ["Run", "RunFailed", "main"]
 
 @dataclass
 class EdgeStats:
-    sizes: list[int] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    """Per request on one edge: (bytes, put + get seconds) of its counted delivery."""
+
+    samples: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [size for size, _ in self.samples.values()]
+
+    @property
+    def latencies(self) -> list[float]:
+        return [seconds for _, seconds in self.samples.values()]
 
     def row(self, edge: Edge) -> list[str]:
         lat = sorted(self.latencies)
@@ -174,9 +183,10 @@ class Run:
                 self._route(rid, stage).send({"op": "input", "request_id": rid})
                 continue
             for edge in self.in_edges[stage]:
-                if self.delivered_to.get((rid, edge)) is dead:
+                if self.delivered_to.get((rid, edge)) is dead:  # delivered, but its work died with it
                     self.deliveries[(rid, edge)] -= 1
                     del self.delivered_to[(rid, edge)]
+                    self.stats[edge].samples.pop(rid, None)
                 if (rid, edge) in self.producer:
                     self._resend(rid, edge)
 
@@ -257,8 +267,7 @@ class Run:
         elif self.deliveries[(rid, edge)] > 1:
             self.problems.append(f"edge {edge[0]}->{edge[1]}: request {rid} delivered twice")
         else:
-            self.stats[edge].sizes.append(message["size"])
-            self.stats[edge].latencies.append(sent["put_s"] + message["get_s"])
+            self.stats[edge].samples[rid] = (message["size"], sent["put_s"] + message["get_s"])
 
     # -- results ------------------------------------------------------------------------------
     def verify(self) -> None:
