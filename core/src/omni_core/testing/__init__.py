@@ -21,6 +21,8 @@ Kit tests must not be overridden silently: an override must be decorated with
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import threading
 import time
 import uuid
@@ -72,9 +74,14 @@ def _require(condition: bool, reason: str) -> None:
 
 
 def _needs_torch(kind: str) -> None:
+    """Tensor payloads need torch (ndarrays numpy): skipped without it, but a failure under CI=true."""
     if kind in TENSOR_KINDS or kind in ("ndarray", "tensor_in_dict"):
         module = "numpy" if kind == "ndarray" else "torch"
-        pytest.importorskip(module, reason=f"{module} is not installed: {kind} payloads cannot be built")
+        if importlib.util.find_spec(module) is None:
+            reason = f"{module} is not installed: {kind} payloads cannot be built"
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                pytest.fail(f"{reason} (CI=true: install it in the test environment)")
+            pytest.skip(reason)
 
 
 class ConnectorConformanceTests:
