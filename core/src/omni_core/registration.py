@@ -48,10 +48,10 @@ class ConfigKey:
                         return t(value)
                     except ValueError:
                         pass
-                raise ConfigError(f"{field_name} must be {self.type_names}, got {value!r} after expansion")
+                raise ConfigError(f"{field_name} must be {self.type_names}, got {value!r:.200} after expansion")
         if _matches(value, types):
             return float(value) if float in types and int not in types and isinstance(value, int) else value
-        raise ConfigError(f"{field_name} must be {self.type_names}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{field_name} must be {self.type_names}, got {type(value).__name__} {value!r:.200}")
 
 
 def _matches(value: Any, types: tuple[type, ...]) -> bool:
