@@ -26,6 +26,7 @@ def _alive(pid: int) -> bool:
     ("service", "example", "requests"),
     [
         ("yuanrong", "thinker_talker_vocoder_yuanrong.yaml", 16),
+        ("mooncake", "thinker_talker_vocoder_mooncake.yaml", 16),
     ],
 )
 def test_example_against_a_service_started_by_omni_services(tmp_path, monkeypatch, service, example, requests):
@@ -45,6 +46,13 @@ def test_example_against_a_service_started_by_omni_services(tmp_path, monkeypatc
     assert not _alive(int(info["pid"])), f"{service} (pid {info['pid']}) survived omni services down"
     assert not Path(info["workdir"]).exists()
     assert not list((tmp_path / "state").glob("*.json"))
+
+
+def test_mooncake_transfer_engine_example_forwards_through_the_orchestrator() -> None:
+    done = omni_run(str(EXAMPLES / "thinker_talker_vocoder_mooncake_te.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert all(row[0] == "16" for row in _table(done.stdout).values()), done.stdout
+    assert "the orchestrator put every stage's output on its edges" in done.stdout
 
 
 def test_example_with_unset_service_variable_names_it(monkeypatch) -> None:

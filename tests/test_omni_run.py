@@ -69,6 +69,25 @@ def test_replica_killed_mid_run_loses_nothing() -> None:
     assert len(handled) == 3 and sum(map(int, handled.values())) == 30
 
 
+def test_orchestrator_forwarding_survives_a_replica_kill(tmp_path) -> None:
+    """The orchestrator puts every output itself (initialize_orchestrator_connectors); stages only receive."""
+    config = tmp_path / "forwarded.yaml"
+    config.write_text((EXAMPLES / "replicated_talker.yaml").read_text() + "  forwarding: orchestrator\n")
+    done = omni_run(str(config), "--kill-replica", "1")
+    assert done.returncode == 0, done.stderr
+    assert all(row[0] == "30" for row in _table(done.stdout).values()), done.stdout
+    assert "the orchestrator put every stage's output on its edges" in done.stdout
+    assert re.search(r"killed stage 1 replica 0 .*re-routed", done.stdout)
+
+
+def test_unknown_forwarding_mode_is_named(tmp_path) -> None:
+    config = tmp_path / "sideways.yaml"
+    config.write_text((EXAMPLES / "thinker_talker_vocoder.yaml").read_text() + "  forwarding: sideways\n")
+    done = omni_run(str(config))
+    assert done.returncode == 1
+    assert "workload.forwarding must be one of ('stages', 'orchestrator'), got 'sideways'" in done.stderr
+
+
 def test_bad_config_names_the_edge_and_starts_nothing(tmp_path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(

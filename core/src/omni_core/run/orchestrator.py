@@ -1,9 +1,14 @@
 """``omni run CONFIG``: start every stage replica as a process, drive requests through the graph, verify, report.
 
 Stages wire their edges as an inference engine's stages would; the
-orchestrator only routes control messages (which replica fetches which key,
-with which metadata), checks every payload's digest and that each arrives
-exactly once, and re-routes the unfinished work of a replica that dies.
+orchestrator routes control messages (which replica fetches which key, with
+which metadata), checks every payload's digest and that each arrives exactly
+once, and re-routes the unfinished work of a replica that dies.  With
+``workload.forwarding: orchestrator`` it is also the sender on every edge, over
+the connectors ``initialize_orchestrator_connectors`` creates: a stage hands its
+output back (here: its digests, standing in for an engine's output queue; the
+output itself is deterministic, so the orchestrator rebuilds it and checks them)
+and the orchestrator puts it for the next stage.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..base import OmniConnectorBase
 from ..cli.table import render_table
 from ..config_loader import load_config_document, load_omni_transfer_config
+from ..digest import checksum
 from ..errors import ConfigError
+from ..initialization import initialize_orchestrator_connectors
 from .replicas import Replica, Router, RunFailed
-from .workload import Workload
+from .stage import put_output
+from .workload import Workload, kv_cache, stage_output
 
 Edge = tuple[str, str]
 __all__ = ["Run", "RunFailed", "main"]
@@ -104,6 +113,7 @@ class Run:
             raise ConfigError(f"workload names stage(s) not in the graph: {unknown or [self.workload.kill_replica]}")
         self.replicas: dict[str, list[Replica]] = {}
         self.router: Router | None = None
+        self.connectors: dict[Edge, OmniConnectorBase] = {}  # forwarding: orchestrator
         self.stats: dict[Edge, EdgeStats] = {e: EdgeStats() for e in self.edges}
         self.expected: dict[tuple[str, Edge], dict[str, Any]] = {}
         self.deliveries: Counter[tuple[str, Edge]] = Counter()
@@ -120,6 +130,8 @@ class Run:
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
+        if self.workload.forwarding == "orchestrator":
+            _, self.connectors = initialize_orchestrator_connectors(self.config_path)
         self.router = Router(self.replicas, self.coordinator)
         for sid in self.stage_ids:
             count = self.workload.replica_count(int(sid))
@@ -137,6 +149,8 @@ class Run:
             replica.stop()
         if self.router is not None:
             self.router.close()
+        for connector in self.connectors.values():
+            connector.close()
 
     def _all(self) -> list[Replica]:
         return [r for replicas in self.replicas.values() for r in replicas]
@@ -165,6 +179,9 @@ class Run:
             self._route(rid, sid).send({"op": "input", "request_id": rid})
 
     def _resend(self, rid: str, edge: Edge) -> None:
+        if self.connectors:
+            self._forward(rid, edge[0], only=edge)
+            return
         producer = self.producer.get((rid, edge))
         if producer is None or not producer.alive:
             assert self.router is not None
@@ -187,7 +204,7 @@ class Run:
                     self.deliveries[(rid, edge)] -= 1
                     del self.delivered_to[(rid, edge)]
                     self.stats[edge].samples.pop(rid, None)
-                if (rid, edge) in self.producer:
+                if (rid, edge) in self.expected:
                     self._resend(rid, edge)
 
     # -- the event loop -------------------------------------------------------------------
@@ -232,19 +249,19 @@ class Run:
         edge: Edge = tuple(message.get("edge") or ("", ""))
         if op == "sent":
             self.producer[(rid, edge)] = replica
-            self.expected[(rid, edge)] = message
             self.outputs_sent[(rid, edge[0])] += 1
             if self.outputs_sent[(rid, edge[0])] >= len(self.out_edges[edge[0]]):
                 self._complete(rid, edge[0], replica)
-            self._route(rid, edge[1]).send(
-                {"op": "fetch", "request_id": rid, "edge": edge, "metadata": message["metadata"]}
-            )
+            self._sent(rid, edge, message)
+        elif op == "output":
+            self._complete(rid, replica.stage_id, replica)
+            self._forward(rid, replica.stage_id, reported=message)
         elif op == "received":
             self._received(replica, rid, edge, message)
         elif op == "done":
             self._complete(rid, replica.stage_id, replica)
             self.finished[rid] += 1
-        elif op == "lost" and not self.producer[(rid, edge)].alive:
+        elif op == "lost" and (rid, edge) in self.producer and not self.producer[(rid, edge)].alive:
             self._resend(rid, edge)  # its producer died before this consumer read it
             self.rerouted += 1
         elif op in ("lost", "put_failed", "error"):
@@ -252,6 +269,28 @@ class Run:
             self.problems.append(f"edge {edge[0]}->{edge[1]} ({replica.label}): request {rid} {verb}")
         else:
             self.problems.append(f"{replica.label}: unexpected message {message}")
+
+    def _sent(self, rid: str, edge: Edge, message: dict[str, Any]) -> None:
+        """``message`` reports a put on ``edge``: expect its digests, and have a consumer fetch it."""
+        self.expected[(rid, edge)] = message
+        self._route(rid, edge[1]).send(
+            {"op": "fetch", "request_id": rid, "edge": edge, "metadata": message["metadata"]}
+        )
+
+    def _forward(self, rid: str, stage: str, reported: dict[str, Any] | None = None, only: Edge | None = None) -> None:
+        """Put ``stage``'s output for ``rid`` on its outgoing edges (or ``only``) over the orchestrator's connectors."""
+        payload = stage_output(rid, int(stage), self.workload)
+        kv = kv_cache(rid, int(stage), self.workload) if self.workload.kv_cache_bytes else None
+        digests = (checksum(payload), checksum(kv) if kv is not None else None)
+        if reported is not None and digests != (reported["checksum"], reported["kv_checksum"]):
+            self.problems.append(f"stage {stage}: request {rid}'s output differs from the digests it reported")
+            return
+        for edge in [only] if only else self.out_edges[stage]:
+            message = put_output(self.connectors[edge], edge, rid, payload, kv, digests, self.workload.timeout_s, only)
+            if message["op"] != "sent":
+                self.problems.append(f"edge {edge[0]}->{edge[1]} (orchestrator): request {rid} could not be put")
+                return
+            self._sent(rid, edge, message)
 
     def _complete(self, rid: str, stage: str, replica: Replica) -> None:
         if (rid, stage) not in self.completed:
@@ -304,6 +343,8 @@ class Run:
                 f"killed {self.killed.label}; {self.rerouted} unfinished request(s) re-routed"
                 + ("; the coordinator dropped it from its list" if self.coordinator else "")
             )
+        if self.connectors:
+            lines.append("the orchestrator put every stage's output on its edges (workload.forwarding: orchestrator)")
         lines.append(
             f"{self.workload.requests} requests through {len(self.stage_ids)} stages in {wall:.2f} s; "
             "every payload arrived intact, exactly once."

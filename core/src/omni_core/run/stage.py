@@ -3,7 +3,9 @@
 It wires its edges exactly as an inference engine's stage would
 (``get_stage_connector_config`` + ``create_connectors_from_config``), receives
 each request's payload from every incoming edge, checks it, and emits its own
-output on every outgoing edge.  Control messages carry only metadata.
+output: it puts it on every outgoing edge itself, or (``workload.forwarding:
+orchestrator``) reports its digest so the orchestrator puts it.  Control
+messages carry only metadata.
 """
 
 from __future__ import annotations
@@ -42,12 +44,15 @@ class StageWorker:
         outgoing = {
             e: s for e, s in stage_payload_to_specs(stage_id, payload, incoming_only=False).items() if e not in incoming
         }
+        self.out_edges = sorted(outgoing)
         self.inputs = create_connectors_from_config(incoming, caller_stage_id=stage_id)
-        try:
-            self.outputs = create_connectors_from_config(outgoing, caller_stage_id=stage_id)
-        except BaseException:
-            self._close(self.inputs)
-            raise
+        self.outputs: dict[tuple[str, str], OmniConnectorBase] = {}
+        if self.workload.forwarding == "stages":
+            try:
+                self.outputs = create_connectors_from_config(outgoing, caller_stage_id=stage_id)
+            except BaseException:
+                self._close(self.inputs)
+                raise
         self.pending: dict[str, set[tuple[str, str]]] = {}
         self.coord_client = None
         if coordinator:
@@ -74,7 +79,8 @@ class StageWorker:
         obj, size = result
         kv_digest = None
         if self.workload.kv_cache_bytes:
-            with self._kv_pipe(connector, edge, request_id) as pipe:
+            _follow_sender(connector, metadata)
+            with kv_pipe(connector, edge, request_id, self.workload.timeout_s) as pipe:
                 kv_digest = checksum(pipe.recv_tensor())
         _say(
             {
@@ -94,43 +100,19 @@ class StageWorker:
             self.emit(request_id)
 
     def emit(self, request_id: str, only: tuple[str, str] | None = None) -> None:
-        """Put this stage's output for ``request_id`` on every outgoing edge (or only on ``only``)."""
-        if not self.outputs:
+        """Emit this stage's output for ``request_id`` on every outgoing edge (or only on ``only``)."""
+        if not self.out_edges:
             _say({"op": "done", "request_id": request_id})
             return
         payload = stage_output(request_id, self.stage_id, self.workload)
-        digest = checksum(payload)
         kv = kv_cache(request_id, self.stage_id, self.workload) if self.workload.kv_cache_bytes else None
+        digests = (checksum(payload), checksum(kv) if kv is not None else None)
+        if not self.outputs:  # forwarding: orchestrator (it rebuilds the output and checks these digests)
+            _say({"op": "output", "request_id": request_id, "checksum": digests[0], "kv_checksum": digests[1]})
+            return
         for edge, connector in self.outputs.items():
-            if only is not None:
-                if edge != only:
-                    continue
-                connector.cleanup(request_id)  # a resend replaces whatever is left of the first put
-            started = time.perf_counter()
-            ok, size, metadata = connector.put(*edge, request_id, payload)
-            put_s = time.perf_counter() - started
-            if not ok:
-                _say({"op": "put_failed", "request_id": request_id, "edge": edge})
-                continue
-            if kv is not None:
-                with self._kv_pipe(connector, edge, request_id) as pipe:
-                    pipe.send_tensor(kv)
-            _say(
-                {
-                    "op": "sent",
-                    "request_id": request_id,
-                    "edge": edge,
-                    "size": size,
-                    "metadata": metadata,
-                    "checksum": digest,
-                    "kv_checksum": checksum(kv) if kv is not None else None,
-                    "put_s": put_s,
-                }
-            )
-
-    def _kv_pipe(self, connector: OmniConnectorBase, edge: tuple[str, str], request_id: str) -> ConnectorKVPipe:
-        """The KV-cache pipe of one request on one edge (a pipe per request, so replicas can share an edge)."""
-        return ConnectorKVPipe(connector, *edge, name=f"kv-{request_id}", recv_timeout=self.workload.timeout_s)
+            if only is None or edge == only:
+                _say(put_output(connector, edge, request_id, payload, kv, digests, self.workload.timeout_s, only))
 
     def close(self) -> None:
         if self.coord_client is not None:
@@ -142,6 +124,57 @@ class StageWorker:
     def _close(connectors: dict[tuple[str, str], OmniConnectorBase]) -> None:
         for connector in connectors.values():
             connector.close()
+
+
+def _follow_sender(connector: OmniConnectorBase, metadata: dict[str, Any] | None) -> None:
+    """Point a pulling connector's key lookups (the KV pipe's) at the sender of ``metadata``.
+
+    Transfer-engine receivers pull from a sender they must know; this is upstream's ``kv_sender_info``.
+    """
+    update = getattr(connector, "update_sender_info", None)
+    if update is not None and isinstance(metadata, dict) and {"source_host", "source_port"} <= metadata.keys():
+        update(metadata["source_host"], metadata["source_port"])
+
+
+def kv_pipe(connector: OmniConnectorBase, edge: tuple[str, str], request_id: str, timeout_s: float) -> ConnectorKVPipe:
+    """The KV-cache pipe of one request on one edge (a pipe per request, so replicas can share an edge)."""
+    return ConnectorKVPipe(connector, *edge, name=f"kv-{request_id}", recv_timeout=timeout_s)
+
+
+def put_output(
+    connector: OmniConnectorBase,
+    edge: tuple[str, str],
+    request_id: str,
+    payload: Any,
+    kv: Any,
+    digests: tuple[str, str | None],
+    timeout_s: float,
+    resend: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Put one request's output (and its KV cache) on ``edge``; returns the control message reporting it.
+
+    ``resend`` (the edge again) first withdraws whatever is left of an earlier put of the request.
+    """
+    if resend is not None:
+        connector.cleanup(request_id)
+    started = time.perf_counter()
+    ok, size, metadata = connector.put(*edge, request_id, payload)
+    put_s = time.perf_counter() - started
+    if not ok:
+        return {"op": "put_failed", "request_id": request_id, "edge": edge}
+    if kv is not None:
+        with kv_pipe(connector, edge, request_id, timeout_s) as pipe:
+            pipe.send_tensor(kv)
+    return {
+        "op": "sent",
+        "request_id": request_id,
+        "edge": edge,
+        "size": size,
+        "metadata": metadata,
+        "checksum": digests[0],
+        "kv_checksum": digests[1],
+        "put_s": put_s,
+    }
 
 
 def main(argv: list[str]) -> int:

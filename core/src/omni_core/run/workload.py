@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import ConfigError
 
 DTYPES = ("float16", "bfloat16", "float32", "uint8")
+FORWARDING = ("stages", "orchestrator")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class Workload:
     timeout_s: seconds a stage waits for a payload before reporting it lost.
     replicas: processes per stage id (default 1 each), e.g. ``{1: 2}``.
     kill_replica: ``{stage: S, after: N}`` SIGKILLs one replica of stage S after N finished requests.
+    forwarding: who puts a stage's output on its outgoing edges: ``stages`` (each stage, over the connectors it
+        creates as sender) or ``orchestrator`` (stages hand their output back and the orchestrator puts it, over the
+        connectors ``initialize_orchestrator_connectors`` creates: it is the sender on every edge).
     """
 
     requests: int = 8
@@ -34,6 +38,7 @@ class Workload:
     timeout_s: float = 60.0
     replicas: Mapping[int, int] = field(default_factory=dict)
     kill_replica: Mapping[str, int] | None = None
+    forwarding: str = "stages"
 
     @classmethod
     def from_config(cls, raw: Any) -> Workload:
@@ -56,6 +61,8 @@ class Workload:
             raise ConfigError(f"workload.dtype must be one of {DTYPES}, got {values['dtype']!r}")
         if not isinstance(values["timeout_s"], (int, float)) or values["timeout_s"] <= 0:
             raise ConfigError(f"workload.timeout_s must be a positive number, got {values['timeout_s']!r}")
+        if values["forwarding"] not in FORWARDING:
+            raise ConfigError(f"workload.forwarding must be one of {FORWARDING}, got {values['forwarding']!r}")
         values["replicas"] = _replicas(values["replicas"])
         values["kill_replica"] = _kill_replica(values["kill_replica"], values["replicas"])
         return cls(**values)
