@@ -1,4 +1,4 @@
-"""Test matrix, lint, demo and benchmarks.
+"""Test matrix, lint, demo, benchmarks and the reliability campaign.
 
 `nox -s tests` runs every distribution's suite, each in its own virtualenv that
 holds only that distribution's dependencies (plus the test tools), so a missing
@@ -95,6 +95,19 @@ def demo(session: nox.Session) -> None:
     session.install(TORCH)
     session.install(CORE, PLUGIN_DIR["shm"])
     session.run("omni", "run", "examples/thinker_talker_vocoder.yaml", *session.posargs)
+
+
+@nox.session(python="3.11")
+def reliability(session: nox.Session) -> None:
+    """Fault injection against real backends, fuzzing and resource limits; writes RELIABILITY.md.
+
+    `nox -s reliability -- --seed N` replays a campaign; raw results and fuzz findings go to reliability-results/.
+    """
+    _ensure_system_libs(session, "mooncake")
+    session.install(TORCH)
+    plugins = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
+    session.install("numpy", "hypothesis>=6", "atheris", CORE, *plugins)
+    session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -1,0 +1,128 @@
+"""RELIABILITY.md: the chaos table, the fuzz table, the seeded kill points, and the command that made them."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from collections.abc import Sequence
+
+from .chaos import GET_TIMEOUT_S, ScenarioResult
+from .fuzz.runner import FuzzResult
+
+_COLUMNS = """\
+- **acked**: puts acknowledged (`ok` true); **refused**: put attempts that failed (retried; nothing acknowledged).
+- **delivered**: acknowledged payloads a consumer read back byte-for-byte intact.
+- **lost**: acknowledged payloads no consumer could read; **lost (reader killed)**: payloads whose consumer was
+  killed while reading them and that its restarted successor no longer found (a consume-once read that was taken
+  by the process that died: it cannot be told apart from a loss, so it is counted on its own).
+- **dup**: payloads a second read found again after a delivery (consume-once), or after the consumer deleted them
+  (connectors whose reads do not consume).  **corrupt**: read back with other bytes.
+- **recover**: from the kill until a request put after it was acknowledged and read intact (reads of payloads lost in
+  the kill, each waited out for {timeout} s, are not counted); for the coordinator, until the restarted coordinator
+  published every consumer replica again.  p50 / max over the scenario's kills.
+- **left after**: new `/dev/shm` entries, lock files, processes still alive and ports still listening once every
+  process and server was closed or stopped; and pool bytes: at the end of the run, before closing, the bytes of this
+  run's payloads the backend still holds plus what the stages' `health()` reports still in use or quarantined in
+  their registered pools (a long-running stage would keep holding them).  Goal: all 0."""
+
+
+def render(
+    chaos: Sequence[ScenarioResult],
+    fuzz: Sequence[FuzzResult],
+    failures: Sequence[str],
+    command: str,
+    seed: int,
+    wall_s: float,
+) -> str:
+    """The whole RELIABILITY.md; ``failures`` are scenarios that could not run."""
+    lines = [
+        "# Reliability",
+        "",
+        "Produced by one command (the numbers below are from this run):",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Seed **{seed}** (the same seed gives the same kill points and fuzz inputs). {_machine()}; "
+        f"{wall_s / 60:.1f} min in all.",
+        "",
+    ]
+    if failures:
+        lines += ["**Scenarios that could not run:**", "", *(f"- {f}" for f in failures), ""]
+    if chaos:
+        lines += _chaos_section(chaos)
+    if fuzz:
+        lines += _fuzz_section(fuzz)
+    return "\n".join(lines) + "\n"
+
+
+def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
+    rows = [
+        "| scenario | killed | kills | requests | acked | refused | delivered | lost | lost (reader killed) | dup "
+        "| corrupt | recover p50 / max (s) | left after: /dev/shm, locks, pool bytes, processes, ports |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        recover = f"{statistics.median(r.recover_s):.2f} / {max(r.recover_s):.2f}" if r.recover_s else "-"
+        lk = r.leaks
+        lost = f"{r.lost} (by design)" if r.lost and r.loss_reason else str(r.lost)
+        doubt = f"{r.lost_in_doubt} (by design)" if r.lost_in_doubt and r.doubt_reason else str(r.lost_in_doubt)
+        rows.append(
+            f"| {r.transport} | {r.target} | {len(r.kills)} | {r.requests} | {r.acked} | {r.refused} | {r.delivered} "
+            f"| {lost} | {doubt} | {r.duplicates} | {r.corrupt} | {recover} "
+            f"| {lk.shm_entries}, {lk.lock_files}, {lk.pool_bytes}, {lk.processes}, {lk.ports} |"
+        )
+    out = ["## Chaos: SIGKILL during a two-stage pipeline", "", *rows, "", _COLUMNS.format(timeout=GET_TIMEOUT_S), ""]
+    reasons = [(r, r.lost, r.loss_reason) for r in results if r.lost and r.loss_reason]
+    reasons += [(r, r.lost_in_doubt, r.doubt_reason) for r in results if r.lost_in_doubt and r.doubt_reason]
+    if reasons:
+        out += ["### Why these backends lose acknowledged payloads on these kills", ""]
+        out += [f"- **{r.transport}, {r.target} killed** ({n} lost): {why}." for r, n, why in reasons]
+        out.append("")
+    out += ["### Kill points", "", "`request:phase+delay` (phase: during the put, during the read, or right after "
+            "the put).", ""]
+    for r in results:
+        points = ", ".join(f"{k.request}:{k.phase}+{k.delay_ms:g}ms" for k in r.kills)
+        extra = "".join(f" {note}." for note in r.notes)
+        left = f" Left: {', '.join(r.leaks.details)}." if r.leaks.details else ""
+        out.append(f"- `{r.slug}` ({r.seconds:.0f} s): {points}.{extra}{left}")
+    return [*out, ""]
+
+
+def _fuzz_section(results: Sequence[FuzzResult]) -> list[str]:
+    rows = [
+        "| decoder | engine | inputs | accepted | rejected (clear error) | findings | slowest input (ms) "
+        "| peak RSS (MiB) | time (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        counts = (f"{r.accepted} | {r.rejected}" if r.engine == "mutation" else "- | -")
+        slowest = f"{r.slowest_s * 1e3:.1f}" if r.engine == "mutation" else "-"
+        rows.append(f"| {r.target} | {r.engine} | {r.inputs} | {counts} | {len(r.findings)} | {slowest} "
+                    f"| {r.peak_rss_mib:.0f} | {r.seconds:.0f} |")
+    out = [
+        "## Fuzzing: every decoder that reads untrusted bytes",
+        "",
+        *rows,
+        "",
+        "A finding is an exception other than the decoder's own error type, a rejection whose message is empty or "
+        "echoes more than 1000 characters of the input on one line, an input taking over 10 s, or one that raises "
+        "the peak RSS by more than 40x its size (plus 64 MiB).  `mutation` is this package's seeded mutation engine "
+        "(known-hostile inputs first, then mutants of valid inputs with each decoder's vocabulary); `atheris` is "
+        "coverage-guided libFuzzer from PyPI, seeded with the same inputs and vocabulary; it stops at its first "
+        "finding, so its input count is then lower.",
+        "",
+    ]
+    findings = [(r, f) for r in results for f in r.findings]
+    if findings:
+        out += ["### Findings", ""]
+        out += [f"- {r.target} ({r.engine}): {f['problem']} (input: `{f.get('reproducer')}`)" for r, f in findings]
+        out.append("")
+    return out
+
+
+def _machine() -> str:
+    import os
+
+    return f"{os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"

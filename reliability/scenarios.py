@@ -1,0 +1,102 @@
+"""The chaos scenarios: each transport with each component it depends on killed, one scenario per target."""
+
+from __future__ import annotations
+
+import uuid
+
+from .backends import CoordinatorServer, MooncakeMasterServer, YuanrongWorker
+from .chaos import Scenario
+from .pipeline import Setup
+
+#: Short client timeouts, so a dead server shows up in seconds rather than the libraries' 60 s.
+_CLIENT_TIMEOUTS = {"connect_timeout_ms": 2000, "req_timeout_ms": 2000}
+_MiB = 1 << 20
+
+SHM_PRODUCER_LOSS = (
+    "a payload lives in its producer's slab; a dead producer's slabs are swept (and its unread payloads "
+    "withdrawn) by the next connector that starts or sweeps, here the restarted producer"
+)
+CONSUME_ONCE_DOUBT = (
+    "reads are consume-once: the killed reader had already taken the payload (shared memory: its claim removes the "
+    "key entry; TransferEngine: the sender frees it once pulled), and a consume-once payload is never handed to a "
+    "second reader, so a read happens at most once"
+)
+READ_THEN_DELETE_DOUBT = (
+    "reads do not consume, so the consumer deletes a payload once it has read it (as a stage does); a reader "
+    "killed after that delete but before it answered had the payload, and it is not read twice"
+)
+MOONCAKE_STORE_PEER_LOSS = (
+    "every client contributes a segment of the pool and the master places each object (one replica) in any "
+    "live segment: objects that landed in the killed process's segment die with it"
+)
+MOONCAKE_MASTER_LOSS = (
+    "the master keeps every object's metadata in memory only: a restarted master knows no key (the clients "
+    "re-mount their segments, but what was in them is unreachable)"
+)
+MOONCAKE_TE_SENDER_LOSS = (
+    "a payload waits in its sender's registered pool until a receiver pulls it; a dead sender's pool, and every "
+    "payload in it, is gone"
+)
+MOONCAKE_TE_TIMEOUT_NOTE = (
+    "MC_TRANSFER_TIMEOUT=5 in the stages: a receiver's read from a dead sender waits the pull timeout (engine "
+    "bound + 5 s), about 10 s here and 40 s by default, whatever the read's deadline"
+)
+YUANRONG_WORKER_LOSS = (
+    "values live only in the worker's shared memory (the local worker keeps no spill or replica): a worker "
+    "restart starts empty, so every acknowledged payload not yet read is gone"
+)
+
+
+def _shm() -> Setup:
+    namespace = f"rel{uuid.uuid4().hex[:8]}"
+    spec = {"name": "SharedMemoryConnector", "extra": {"namespace": namespace, "sweep_interval_s": 1}}
+    return Setup(spec, namespace=namespace)
+
+
+def _yuanrong() -> Setup:
+    worker = YuanrongWorker(shared_memory_mb=512)
+    extra = {"host": worker.host, "port": worker.port, "get_sub_timeout_ms": 0, **_CLIENT_TIMEOUTS}
+    return Setup({"name": "YuanrongConnector", "extra": extra}, consume="cleanup", backend=worker)
+
+
+def _mooncake_store() -> Setup:
+    master = MooncakeMasterServer()
+    extra = {"host": "127.0.0.1", "metadata_server": "P2PHANDSHAKE", "master": master.address, "segment": 96 * _MiB,
+             "localbuf": 32 * _MiB, "get_timeout_s": 0.01, "setup_timeout_s": 10}
+    return Setup({"name": "MooncakeStoreConnector", "extra": extra}, consume="cleanup", backend=master,
+                 held=("pool_used_bytes",))
+
+
+def _mooncake_te() -> Setup:
+    base = {"host": "127.0.0.1", "protocol": "tcp", "memory_pool_size": 32 * _MiB}
+    return Setup({"name": "MooncakeTransferEngineConnector", "extra": {**base, "role": "sender", "zmq_port": 0}},
+                 consumer_spec={"name": "MooncakeTransferEngineConnector", "extra": {**base, "role": "receiver"}},
+                 held=("pool_used_bytes", "quarantined_bytes"), env={"MC_TRANSFER_TIMEOUT": "5"},
+                 notes=[MOONCAKE_TE_TIMEOUT_NOTE])
+
+
+def _coordinated_shm() -> Setup:
+    setup = _shm()
+    setup.coordinator = CoordinatorServer(heartbeat_timeout=1.0)
+    setup.consumers = 2
+    return setup
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("shm-producer", "shared memory", "producer", _shm, SHM_PRODUCER_LOSS),
+    Scenario("shm-consumer", "shared memory", "consumer", _shm, doubt_reason=CONSUME_ONCE_DOUBT),
+    Scenario("yuanrong-producer", "openYuanrong KV", "producer", _yuanrong),
+    Scenario("yuanrong-consumer", "openYuanrong KV", "consumer", _yuanrong, doubt_reason=READ_THEN_DELETE_DOUBT),
+    Scenario("yuanrong-worker", "openYuanrong KV", YuanrongWorker.name, _yuanrong, YUANRONG_WORKER_LOSS),
+    Scenario("mooncake-store-producer", "Mooncake Store", "producer", _mooncake_store, MOONCAKE_STORE_PEER_LOSS,
+             READ_THEN_DELETE_DOUBT),
+    Scenario("mooncake-store-consumer", "Mooncake Store", "consumer", _mooncake_store, MOONCAKE_STORE_PEER_LOSS,
+             READ_THEN_DELETE_DOUBT),
+    Scenario("mooncake-store-master", "Mooncake Store", MooncakeMasterServer.name, _mooncake_store,
+             MOONCAKE_MASTER_LOSS, READ_THEN_DELETE_DOUBT),
+    Scenario("mooncake-te-producer", "Mooncake TransferEngine", "producer", _mooncake_te, MOONCAKE_TE_SENDER_LOSS),
+    Scenario("mooncake-te-consumer", "Mooncake TransferEngine", "consumer", _mooncake_te,
+             doubt_reason=CONSUME_ONCE_DOUBT),
+    Scenario("coordinator", "coordinator (2 consumer replicas, shared memory)", CoordinatorServer.name,
+             _coordinated_shm),
+]

@@ -1,0 +1,126 @@
+"""Helpers of the security tests: the CI rule, listening sockets by port or process, raw peers."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+_LISTEN = "0A"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Fail under CI=true, skip elsewhere, when something a test needs is missing."""
+    if condition:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"unavailable under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+def listening() -> dict[int, set[str]]:
+    """Listening TCP ports and the addresses each is bound to (``0.0.0.0``/``::`` for all interfaces)."""
+    found: dict[int, set[str]] = {}
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != _LISTEN:
+                continue
+            address, port = fields[1].rsplit(":", 1)
+            raw = bytes.fromhex(address)
+            if size == 4:
+                host = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            else:
+                host = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+            found.setdefault(int(port, 16), set()).add(host.removeprefix("::ffff:"))  # IPv4-mapped: the IPv4 one
+    return found
+
+
+def ports_of(pid: int) -> dict[int, set[str]]:
+    """The listening ports of process ``pid`` (by the socket inodes among its descriptors)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found: dict[int, set[str]] = {}
+    by_port = listening()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == _LISTEN and fields[9] in inodes:
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                found[port] = by_port[port]
+    return found
+
+
+def silent_peers(port: int, count: int) -> list[socket.socket]:
+    """Connections that never say a word (slowloris)."""
+    return [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+
+
+def garbage_peers(port: int, count: int, payload: bytes) -> list[socket.socket]:
+    """Connections that send ``payload`` and then nothing."""
+    peers = silent_peers(port, count)
+    for peer in peers:
+        peer.sendall(payload)
+    return peers
+
+
+def close_all(peers: list[socket.socket]) -> None:
+    for peer in peers:
+        peer.close()
+
+
+class RecordingProxy:
+    """A TCP forwarder on 127.0.0.1 that records every byte its clients send (a wire tap, for encryption tests)."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.sent = bytearray()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = [self._listener]
+        self._start(self._accept)
+
+    def _start(self, target: object, *args: object) -> None:
+        import threading
+
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, server]
+            self._start(self._pump, client, server, True)
+            self._start(self._pump, server, client, False)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, record: bool) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    return
+                if record:
+                    self.sent += data
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
