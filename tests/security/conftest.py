@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from secutil import need
+from secutil import mooncake_te, need
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,9 +81,5 @@ def mooncake_master() -> Iterator[object]:
 @pytest.fixture
 def mooncake_sender() -> Iterator[object]:
     """A Mooncake TransferEngine sender over TCP on 127.0.0.1 with a 4 MiB pool."""
-    os.environ.setdefault("MC_LOG_LEVEL", "ERROR")
-    from omni_core import ConnectorSpec, OmniConnectorFactory
-
-    extra = {"role": "sender", "host": "127.0.0.1", "protocol": "tcp", "zmq_port": 0, "memory_pool_size": 4 << 20}
-    with OmniConnectorFactory.create_connector(ConnectorSpec("MooncakeTransferEngineConnector", extra)) as sender:
+    with mooncake_te("sender", zmq_port=0) as sender:
         yield sender

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +125,12 @@ class RecordingProxy:
     def close(self) -> None:
         for sock in self._sockets:
             sock.close()
+
+
+def mooncake_te(role: str, **extra: object) -> Any:
+    """A Mooncake TransferEngine connector over TCP on 127.0.0.1 with a 4 MiB pool."""
+    os.environ.setdefault("MC_LOG_LEVEL", "ERROR")
+    from omni_core import ConnectorSpec, OmniConnectorFactory
+
+    config = {"role": role, "host": "127.0.0.1", "protocol": "tcp", "memory_pool_size": 4 << 20, **extra}
+    return OmniConnectorFactory.create_connector(ConnectorSpec("MooncakeTransferEngineConnector", config))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 import zmq
-from secutil import close_all, garbage_peers, need, silent_peers
+from secutil import close_all, garbage_peers, mooncake_te, need, silent_peers
 
 from omni_core import ConnectorSpec, OmniConnectorFactory
 
@@ -185,13 +185,19 @@ def test_a_coordinator_out_of_descriptors_keeps_serving_its_peers_and_counts_fai
 # -- garbage and silence on every socket we bind ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["coordinator ROUTER", "coordinator PUB", "Yuanrong TE side channel"])
+@pytest.mark.parametrize(
+    "where", ["coordinator ROUTER", "coordinator PUB", "Yuanrong TE side channel", "Mooncake TE side channel"]
+)
 def test_garbage_and_silent_peers_are_dropped_counted_and_harmless(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from omni_coordinator import OmniCoordClientForHub, OmniCoordClientForStage, OmniCoordinator, coordinator
     from omni_yuanrong import te_control
 
     monkeypatch.setattr(coordinator, "HANDSHAKE_TIMEOUT_MS", 300)
     monkeypatch.setattr(te_control, "HANDSHAKE_TIMEOUT_MS", 300)
+    if where.startswith("Mooncake"):
+        from omni_mooncake import side_channel
+
+        monkeypatch.setattr(side_channel, "HANDSHAKE_TIMEOUT_MS", 300)
     closers: list[Callable[[], object]] = []
     peers = []
     try:
@@ -200,6 +206,16 @@ def test_garbage_and_silent_peers_are_dropped_counted_and_harmless(where: str, m
             closers.append(server.close)
             address = server.router_zmq_addr if where.endswith("ROUTER") else server.pub_zmq_addr
             counters = server.stats
+        elif where.startswith("Mooncake"):
+            sender = mooncake_te("sender", zmq_port=0)
+            closers.append(sender.close)
+            address = f"tcp://127.0.0.1:{sender.zmq_port}"
+
+            def counters() -> dict:
+                health = sender.health()
+                assert health["status"] == "healthy"
+                return {"refused_peers": health["refused_peers"], "malformed": health["malformed_messages"]}
+
         else:
             from omni_yuanrong.te_connector import YuanrongTransferEngineConnector
             from omni_yuanrong.te_engine import real_engine
@@ -230,6 +246,14 @@ def test_garbage_and_silent_peers_are_dropped_counted_and_harmless(where: str, m
             closers.append(stage.close)
             eventually(lambda: [r.input_addr for r in hub.get_replica_list().replicas] == ["tcp://ok:1"], 10.0,
                        "a real stage and hub are served meanwhile")
+        elif where.startswith("Mooncake"):
+            import torch
+
+            ok, _, metadata = sender.put("0", "1", "k", torch.arange(1000))
+            with mooncake_te("receiver") as receiver:
+                buffer, _ = receiver.get("0", "1", "k", metadata)
+                assert ok and torch.equal(buffer.payload(), torch.arange(1000)), "a real receiver is served meanwhile"
+                buffer.release()
         else:
             from omni_yuanrong.te_control import QUERY_INFO, decode_info, encode_request, request
 
@@ -256,34 +280,3 @@ def _send_garbage_frames(address: str) -> None:
     finally:
         context.term()
 
-
-def test_the_mooncake_te_side_channel_serves_real_peers_amid_garbage_and_counts_malformed(mooncake_sender) -> None:
-    """Garbage and silence are harmless to it and well-framed garbage is counted; unlike the sockets above it does
-    not count peers refused at the handshake (reported to omni-mooncake)."""
-    import torch
-
-    from omni_core import ConnectorSpec, OmniConnectorFactory
-
-    port = mooncake_sender.health()["zmq_port"]
-    peers = silent_peers(port, 5) + garbage_peers(port, 5, ZMTP_GREETING_THEN_GARBAGE)
-    peers += garbage_peers(port, 5, UNVERSIONED_GARBAGE)
-    try:
-        context = zmq.Context()
-        try:
-            dealer = context.socket(zmq.DEALER)
-            dealer.setsockopt(zmq.LINGER, 0)
-            dealer.connect(f"tcp://127.0.0.1:{port}")
-            dealer.send_multipart([b"", b"\x00not msgpack"])
-            assert dealer.poll(5000), "a malformed request is answered"
-        finally:
-            context.destroy(linger=0)
-        assert mooncake_sender.health()["malformed_messages"] >= 1
-        ok, _, metadata = mooncake_sender.put("0", "1", "k", torch.arange(1000))
-        extra = {"role": "receiver", "host": "127.0.0.1", "protocol": "tcp", "memory_pool_size": 4 << 20}
-        with OmniConnectorFactory.create_connector(ConnectorSpec("MooncakeTransferEngineConnector", extra)) as receiver:
-            buffer, _ = receiver.get("0", "1", "k", metadata)
-            assert ok and torch.equal(buffer.payload(), torch.arange(1000))
-            buffer.release()
-        assert mooncake_sender.health()["status"] == "healthy"
-    finally:
-        close_all(peers)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +20,15 @@ from omni_mooncake.store_connector import MooncakeStoreConnector
 
 EDGE = ("0", "1")
 NAME = "MooncakeStoreConnector"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
 
 
 def new_key(label: str) -> str:
@@ -205,4 +215,31 @@ def test_master_killed_mid_run_gives_clear_errors(mooncake_available: None) -> N
         assert health["errors"] >= 2
     finally:
         child.kill()  # its close() would retry the dead master's RPCs for several seconds
+        own.stop()
+
+
+@pytest.mark.timeout(180)
+def test_failed_calls_hand_their_local_buffer_back(mooncake_available: None) -> None:
+    """Gets from and a put into the segment of a SIGKILLed client fail; their regions return after the quarantine."""
+    own = MooncakeMaster().start()
+    owner = ConnectorProcess(NAME, store_extra(own, segment=64 * MiB, localbuf=8 * MiB))
+    # a pure client: every object lives in the owner's segment
+    client = MooncakeStoreConnector(store_extra(own, segment=0, localbuf=16 * MiB, quarantine_s=2.0))
+    try:
+        specs = {new_key("framed"): {"kind": "request_dict"}, new_key("direct"): {"tensor_bytes": 2 * MiB, "seed": 3}}
+        metadata = {key: owner.put(key, spec)["metadata"] for key, spec in specs.items()}
+        owner.kill()
+        for key in specs:
+            assert client.get(*EDGE, key, metadata[key]) is None
+            assert client.get(*EDGE, key) is None  # without metadata: sizes looked up
+        assert client.put(*EDGE, new_key("lost"), build({"kind": "request_dict"})) == (False, 0, None)
+        assert client.put(*EDGE, new_key("lost"), build({"tensor_bytes": 2 * MiB, "seed": 4})) == (False, 0, None)
+        health = client.health()
+        assert health["errors"] == 6, health
+        assert health["quarantined_bytes"] > 2 * MiB, health  # the transfers failed, maybe with I/O in flight
+        assert wait_for(lambda: client.health()["quarantined_bytes"] == 0, timeout=10), client.health()
+        assert client.health()["pool_used_bytes"] == 0
+    finally:
+        owner.kill()
+        client.close()
         own.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -233,7 +234,7 @@ def test_receiver_killed_mid_transfer_does_not_strand_the_buffer(
     assert health["failed_transfers"] == 1 and health["reclaimed_buffers"] == 1 and health["outbox_entries"] == 0
 
 
-def test_malformed_messages_are_answered_and_counted(
+def test_malformed_messages_and_peers_are_answered_or_refused_and_counted(
     connectors: Callable[..., MooncakeTransferEngineConnector],
 ) -> None:
     sender = connectors("sender")
@@ -261,8 +262,16 @@ def test_malformed_messages_are_answered_and_counted(
         dealer.connect(f"tcp://127.0.0.1:{sender.zmq_port}")
         dealer.send_multipart([b"one", b"two"])
         assert msgpack.unpackb(dealer.recv_multipart()[-1])["error"] == "malformed"
+        huge = ctx.socket(zmq.REQ)  # over the inbound cap: ZMQ drops the peer before buffering the message
+        huge.connect(f"tcp://127.0.0.1:{sender.zmq_port}")
+        huge.send(b"\x00" * (8 * MiB))
+        assert not huge.poll(1000), "an oversized message was answered"
+        for garbage in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\xff" * 64):
+            with socket.create_connection(("127.0.0.1", sender.zmq_port)) as raw:
+                raw.sendall(garbage)
     finally:
         ctx.destroy(linger=0)
+    assert wait_for(lambda: sender.health()["refused_peers"] == 2), sender.health()
     assert sender.health()["malformed_messages"] == len(bad_frames) + 1
     key = new_key("after")
     ok, _, metadata = sender.put(*EDGE, key, {"still": "working"})
@@ -322,3 +331,25 @@ def test_ttl_reclaims_unclaimed_buffers(connectors: Callable[..., MooncakeTransf
     assert wait_for(lambda: sender.health()["pool_used_bytes"] == 0)
     assert sender.health()["reclaimed_buffers"] == 1
     assert receiver.get(*EDGE, key, metadata) is None
+
+
+def test_a_killed_sender_fails_gets_within_their_deadline(
+    connectors: Callable[..., MooncakeTransferEngineConnector],
+) -> None:
+    """Pulls from a SIGKILLed sender end at the deadline (not the engine's ~40 s); their slices return later."""
+    receiver = connectors("receiver", quarantine_s=2.0)
+    with ConnectorProcess(NAME, te_extra("sender")) as sender:
+        keys = [new_key("orphan") for _ in range(2)]
+        metadata = {key: sender.put(key, {"tensor_bytes": 1 * MiB, "seed": 70})["metadata"] for key in keys}
+        sender.kill()
+        start = time.monotonic()
+        assert receiver.get_with_deadline(*EDGE, keys[0], metadata[keys[0]], deadline=start + 1.0) is None
+        assert time.monotonic() - start < 1.0 + 5, "the pull outlived its deadline"
+        health = receiver.health()
+        assert health["errors"] == 1 and health["quarantined_bytes"] == 1 * MiB, health
+        start = time.monotonic()
+        assert receiver.get(*EDGE, keys[1], metadata[keys[1]]) is None  # get waits QUERY_TIMEOUT_S (5 s)
+        assert time.monotonic() - start < 5.0 + 5, "the pull outlived get's timeout"
+    assert receiver.health()["errors"] == 2
+    assert wait_for(lambda: receiver.health()["quarantined_bytes"] == 0, timeout=10), receiver.health()
+    assert receiver.health()["pool_used_bytes"] == 0

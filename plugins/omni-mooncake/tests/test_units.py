@@ -9,6 +9,8 @@ import msgpack
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from omni_core import BufferAllocator, ManagedBuffer
 from omni_mooncake import dependencies, wire
@@ -153,6 +155,12 @@ def test_empty_and_object_payloads_are_not_raw() -> None:
         {"kind": "pickle", "dtype": "uint8", "shape": [16]},
         {"kind": "bytes", "dtype": "uint8", "shape": [-16]},
         {"kind": "bytes", "dtype": "uint8"},
+        {"kind": "ndarray", "dtype": "<f5", "shape": [4]},  # well-formed, but numpy has no such type
+        {"kind": "ndarray", "dtype": "<b4", "shape": [4]},
+        {"kind": "ndarray", "dtype": "|i4", "shape": [4]},  # not how numpy spells int32
+        {"kind": "tensor", "dtype": "onnx", "shape": [16]},  # a torch attribute, not a dtype
+        {"kind": ["tensor"], "dtype": "uint8", "shape": [16]},
+        {"kind": "tensor", "dtype": "uint8" * 100, "shape": [16]},
     ],
 )
 def test_bad_layouts_are_rejected(wire_layout: dict[str, Any]) -> None:
@@ -166,6 +174,51 @@ def test_store_descriptors() -> None:
     assert decode_descriptor(b"OMS1 a serializer frame") is None
     with pytest.raises(ValueError):
         decode_descriptor(b"OMD1\xc1")
+
+
+def _descriptor(nbytes: Any, layout: Any) -> bytes:
+    return b"OMD1" + msgpack.packb({"nbytes": nbytes, "layout": layout})
+
+
+@pytest.mark.parametrize("dtype", ["<f5", "<b4", "<f6", "<i16", "<c4", ">u3"])
+def test_descriptors_with_unknown_numpy_dtypes_raise_value_error(dtype: str) -> None:
+    with pytest.raises(ValueError, match="unsupported numpy dtype"):
+        decode_descriptor(_descriptor(16, {"kind": "ndarray", "dtype": dtype, "shape": [4]}))
+
+
+_wire_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6),
+    max_leaves=20,
+)
+_dtypes = st.from_regex(r"[<>|=][biufcO?][0-9]{1,2}", fullmatch=True) | st.sampled_from(
+    ["float32", "bfloat16", "uint8", "qint8", "onnx", "__class__", "<f4", "|u1"]
+)
+_layouts = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(["tensor", "ndarray", "bytes"]) | _wire_values,
+        "dtype": _dtypes | _wire_values,
+        "shape": st.lists(st.integers(-4, 2**40), max_size=4) | _wire_values,
+    }
+)
+
+
+@given(nbytes=st.integers(-1, 2**45) | _wire_values, layout=_layouts | _wire_values)
+def test_fuzzed_descriptors_only_raise_value_error(nbytes: Any, layout: Any) -> None:
+    try:
+        decoded = decode_descriptor(_descriptor(nbytes, layout))
+    except ValueError as exc:
+        assert len(str(exc)) < 600
+        return
+    assert isinstance(decoded, RawLayout) and decoded.nbytes == nbytes
+
+
+@given(body=st.binary(max_size=200))
+def test_fuzzed_descriptor_bodies_only_raise_value_error(body: bytes) -> None:
+    try:
+        decode_descriptor(b"OMD1" + body)
+    except ValueError:
+        pass
 
 
 # -- dependencies ----------------------------------------------------------------------------------------

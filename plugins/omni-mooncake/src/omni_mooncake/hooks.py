@@ -6,6 +6,13 @@ from omni_core import Capabilities, ConfigKey, ConnectorRegistration, Delivery, 
 
 INSTALL_HINT = "pip install 'omni-mooncake[cpu]'  (CUDA 12 hosts: 'omni-mooncake[cuda]', CUDA 13: '[cuda13]')"
 
+QUARANTINE_KEY = ConfigKey(
+    "quarantine_s",
+    (int, float, type(None)),
+    None,
+    "seconds memory of a failed transfer is held before reuse; None = the engine's transfer timeout + margin",
+)
+
 STORE_KEYS = (
     ConfigKey("host", str, "127.0.0.1", "local hostname registered with the metadata server"),
     ConfigKey("metadata_server", str, "http://127.0.0.1:8080/metadata", "metadata server URL or 'P2PHANDSHAKE'"),
@@ -22,6 +29,7 @@ STORE_KEYS = (
     ConfigKey("rdma", str, "", "RDMA device list"),
     ConfigKey("get_timeout_s", (int, float), 1.0, "how long get() waits for a key to appear"),
     ConfigKey("setup_timeout_s", (int, float), 10.0, "how long to wait for the master before failing"),
+    QUARANTINE_KEY,
 )
 
 TE_KEYS = (
@@ -39,6 +47,7 @@ TE_KEYS = (
     ConfigKey("sender_host", (str, type(None)), None, "receiver: default sender host"),
     ConfigKey("sender_zmq_port", (int, type(None)), None, "receiver: default sender side-channel port"),
     ConfigKey("readers", int, 1, "receivers per key before the sender frees it (1 sender -> N receivers)"),
+    QUARANTINE_KEY,
 )
 
 STORE_REGISTRATION = ConnectorRegistration(

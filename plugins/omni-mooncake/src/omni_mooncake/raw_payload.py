@@ -5,6 +5,7 @@ A :class:`RawLayout` records what the bytes were (kind, dtype, shape) so the rea
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import numpy as np
 
 KINDS = ("tensor", "ndarray", "bytes")
 MAX_NDIM = 32
+MAX_DTYPE_CHARS = 32
 _NUMPY_DTYPE = re.compile(r"[<>|][biufc]\d{1,2}")
 
 
@@ -36,8 +38,10 @@ class RawLayout:
         if not isinstance(obj, dict) or set(obj) != {"kind", "dtype", "shape"}:
             raise ValueError(f"raw layout must be a dict with kind, dtype and shape, got {obj!r:.200}")
         kind, dtype, shape = obj["kind"], obj["dtype"], obj["shape"]
-        if kind not in KINDS or not isinstance(dtype, str) or not isinstance(shape, (list, tuple)):
+        if type(kind) is not str or kind not in KINDS or type(dtype) is not str or len(dtype) > MAX_DTYPE_CHARS:
             raise ValueError(f"bad raw layout {obj!r:.200}")
+        if not isinstance(shape, (list, tuple)) or type(nbytes) is not int or nbytes < 0:
+            raise ValueError(f"bad raw layout {obj!r:.200} for {nbytes!r:.40} bytes")
         if len(shape) > MAX_NDIM or any(type(d) is not int or d < 0 for d in shape):
             raise ValueError(f"bad shape {shape!r:.200} in raw layout")
         count = 1
@@ -51,7 +55,7 @@ class RawLayout:
 def _itemsize(kind: str, dtype: str) -> int:
     if kind == "bytes":
         if dtype != "uint8":
-            raise ValueError(f"bytes payloads have dtype uint8, got {dtype!r}")
+            raise ValueError(f"bytes payloads have dtype uint8, got {dtype!r:.40}")
         return 1
     if kind == "ndarray":
         return numpy_dtype(dtype).itemsize
@@ -60,19 +64,32 @@ def _itemsize(kind: str, dtype: str) -> int:
 
 def numpy_dtype(name: str) -> np.dtype:
     """The plain numeric numpy dtype named by ``dtype.str`` (e.g. ``"<f4"``); ValueError otherwise."""
-    if not _NUMPY_DTYPE.fullmatch(name):
-        raise ValueError(f"unsupported numpy dtype {name!r}")
-    return np.dtype(name)
+    try:
+        dtype = np.dtype(name) if _NUMPY_DTYPE.fullmatch(name) else None
+    except TypeError:  # well-formed but no such type, e.g. "<f5"
+        dtype = None
+    if dtype is None or dtype.str != name:
+        raise ValueError(f"unsupported numpy dtype {name!r:.40}")
+    return dtype
 
 
 def torch_dtype(name: str) -> Any:
     """The torch dtype named ``name`` (e.g. ``"bfloat16"``); ValueError for anything else."""
+    dtype = _torch_dtypes().get(name)
+    if dtype is None:
+        raise ValueError(f"unsupported torch dtype {name!r:.40}")
+    return dtype
+
+
+@functools.cache
+def _torch_dtypes() -> dict[str, Any]:
+    """Every non-quantized torch dtype by name (a fixed table: wire data never reaches ``getattr(torch, ...)``)."""
     import torch
 
-    dtype = getattr(torch, name, None) if name.isidentifier() and not name.startswith(("qint", "quint")) else None
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"unsupported torch dtype {name!r}")
-    return dtype
+    names = {
+        str(value).removeprefix("torch."): value for value in vars(torch).values() if isinstance(value, torch.dtype)
+    }
+    return {name: dtype for name, dtype in names.items() if not name.startswith(("qint", "quint"))}
 
 
 def layout_of(data: Any, *, arrays: bool) -> RawLayout | None:
@@ -137,4 +154,3 @@ def rebuild(layout: RawLayout, flat: Any, *, copy: bool) -> Any:
     tensor = torch.from_numpy(flat) if isinstance(flat, np.ndarray) else flat
     out = tensor.view(torch_dtype(layout.dtype)).view(layout.shape)
     return out.clone() if copy else out
-

@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import wire
 
@@ -19,6 +20,18 @@ logger = logging.getLogger(__name__)
 
 #: Threads running pulls (each blocks in a TransferEngine write with the GIL released).
 PULL_WORKERS = 4
+#: Past a request's deadline, a sender that has not answered is probed this often ...
+PROBE_INTERVAL_S = 1.0
+#: ... and given up when it leaves a probe unanswered this long.
+PROBE_TIMEOUT_S = 1.0
+#: ZMQ drops a peer that sends a bigger message before buffering it (smaller malformed ones are answered).
+MAX_INBOUND_BYTES = 2 * wire.MAX_MESSAGE_BYTES
+#: A peer that has not finished the ZMTP handshake after this long (silent, garbage) is dropped and counted.
+HANDSHAKE_TIMEOUT_MS = 5000
+#: Monitor events of peers that do not speak ZMTP (or do not finish its handshake).
+_HANDSHAKE_FAILURES = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 class SideChannelServer:
@@ -26,7 +39,9 @@ class SideChannelServer:
 
     Queries are answered inline by ``on_query``; pulls run on a thread pool through ``on_pull(request,
     received_at)``.  ``on_tick`` runs about every ``tick_s`` seconds.  Malformed messages are answered with
-    an error and counted by ``on_malformed``; nothing a peer sends stops the listener.
+    an error and counted by ``on_malformed``; peers that fail the ZMTP handshake, or do not finish it within
+    HANDSHAKE_TIMEOUT_MS, are dropped and counted by ``on_refused``, and ZMQ disconnects one sending more than
+    MAX_INBOUND_BYTES at once.  Nothing a peer sends stops the listener.
     """
 
     def __init__(
@@ -39,12 +54,16 @@ class SideChannelServer:
         on_pull: Callable[[wire.Pull, float], dict[str, Any]],
         on_tick: Callable[[], None],
         on_malformed: Callable[[], None],
+        on_refused: Callable[[], None],
         tick_s: float,
     ) -> None:
         self._on_query, self._on_pull, self._on_tick, self._on_malformed = on_query, on_pull, on_tick, on_malformed
+        self._on_refused = on_refused
         self._tick_s = tick_s
         self._socket = ctx.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
+        self._socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
         try:
             if port == 0:
                 self.port = self._socket.bind_to_random_port(f"tcp://{host}")
@@ -54,6 +73,7 @@ class SideChannelServer:
         except zmq.ZMQError as exc:
             self._socket.close()
             raise RuntimeError(f"cannot bind the side channel to tcp://{host}:{port}: {exc}") from exc
+        self._monitor = self._socket.get_monitor_socket(_HANDSHAKE_FAILURES)
         self._replies: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -71,6 +91,8 @@ class SideChannelServer:
         self._wake()
         self._thread.join(10)
         if not self._thread.is_alive():
+            self._socket.disable_monitor()
+            self._monitor.close()
             self._socket.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
@@ -80,6 +102,7 @@ class SideChannelServer:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         next_tick = time.monotonic() + self._tick_s
         while not self._stopped.is_set():
             try:
@@ -88,6 +111,8 @@ class SideChannelServer:
                     self._receive_all()
                 if self._wake_read in ready:
                     self._drain_wake()
+                if self._monitor in ready:
+                    self._count_refused()
                 self._send_replies()
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self._tick_s
@@ -104,6 +129,14 @@ class SideChannelServer:
             except zmq.Again:
                 return
             self._handle(frames)
+
+    def _count_refused(self) -> None:
+        while True:
+            try:
+                recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_refused()
 
     def _handle(self, frames: list[bytes]) -> None:
         if len(frames) != 3 or frames[1] != b"":
@@ -184,22 +217,50 @@ class SideChannelClient:
         self._sockets: list[zmq.Socket] = []
         self._lock = threading.Lock()
 
-    def request(self, endpoint: tuple[str, int], request: wire.Query | wire.Pull, timeout_s: float) -> dict[str, Any]:
-        """Send ``request`` to the sender at ``endpoint`` and return its reply within ``timeout_s``."""
+    def request(
+        self,
+        endpoint: tuple[str, int],
+        request: wire.Query | wire.Pull,
+        timeout_s: float,
+        *,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """Send ``request`` to the sender at ``endpoint`` and return its reply within ``timeout_s``.
+
+        Past ``deadline`` (``time.monotonic()``) without a reply, the sender is probed (a query on another
+        socket) every PROBE_INTERVAL_S: one that is alive keeps the whole ``timeout_s`` (a pull it is running
+        finishes), one that leaves a probe unanswered for PROBE_TIMEOUT_S is given up at once.
+        """
         sock = self._socket(endpoint)
-        timeout_ms = max(1, int(timeout_s * 1000))
+        end = time.monotonic() + timeout_s
+        check_at = end if deadline is None else min(deadline, end)
         try:
-            sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
+            sock.setsockopt(zmq.SNDTIMEO, _ms(timeout_s))
             sock.send(wire.encode_request(request))
-            if sock.poll(timeout_ms, zmq.POLLIN):
-                return wire.decode_reply(sock.recv(zmq.NOBLOCK))
-            problem, timed_out = f"no answer within {timeout_s:.1f} s", True
+            while True:
+                if sock.poll(_ms(check_at - time.monotonic()), zmq.POLLIN):
+                    return wire.decode_reply(sock.recv(zmq.NOBLOCK))
+                if time.monotonic() >= end:
+                    problem, timed_out = f"no answer within {timeout_s:.1f} s", True
+                    break
+                if not self._answers(endpoint, request.key):
+                    problem, timed_out = f"the sender did not answer a probe within {PROBE_TIMEOUT_S:g} s", False
+                    break
+                check_at = min(time.monotonic() + PROBE_INTERVAL_S, end)
         except zmq.Again:
             problem, timed_out = f"could not send within {timeout_s:.1f} s", True
         except (wire.MalformedMessage, zmq.ZMQError) as exc:
             problem, timed_out = str(exc), False
         self._evict(endpoint, sock)
         raise SideChannelError(f"side channel to {_url(endpoint)}: {problem}", timed_out=timed_out)
+
+    def _answers(self, endpoint: tuple[str, int], key: str) -> bool:
+        """Whether the sender's listener answers a query within PROBE_TIMEOUT_S (any answer will do)."""
+        with self._ctx.socket(zmq.REQ) as probe:
+            probe.setsockopt(zmq.LINGER, 0)
+            probe.connect(_url(endpoint))
+            probe.send(wire.encode_request(wire.Query(key)))
+            return bool(probe.poll(_ms(PROBE_TIMEOUT_S), zmq.POLLIN))
 
     def _socket(self, endpoint: tuple[str, int]) -> zmq.Socket:
         cache: dict[tuple[str, int], zmq.Socket] = self._local.__dict__.setdefault("sockets", {})
@@ -226,6 +287,10 @@ class SideChannelClient:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             sock.close(linger=0)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _url(endpoint: tuple[str, int]) -> str:

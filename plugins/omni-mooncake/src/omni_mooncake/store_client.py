@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from . import store_codes as codes
 from .dependencies import import_store
 from .netutil import is_reachable, split_host_port, wait_until_reachable
+from .quarantine import Quarantine
 
 #: Seconds one of the library's own setup attempts takes when the master does not answer.
 SETUP_ATTEMPT_SECONDS = 4.5
@@ -32,22 +33,14 @@ PROBE_TIMEOUT_S = 0.5
 class StoreError(RuntimeError):
     """A store call failed; ``code`` is the Mooncake status code.
 
-    ``unconfirmed`` means the library may still be reading or writing the call's buffers: keep them alive
-    and never reuse them (see :func:`retain_until_exit`).
+    ``unconfirmed`` means the library may still be reading or writing the call's buffers: they go to the
+    client's quarantine (see :meth:`StoreClient.retaining_on_unconfirmed`).
     """
 
     def __init__(self, message: str, code: int, *, unconfirmed: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.unconfirmed = unconfirmed
-
-
-_RETAINED: list[Any] = []
-
-
-def retain_until_exit(*buffers: Any) -> None:
-    """Keep memory that in-flight I/O may still touch alive (and out of every pool) until the process exits."""
-    _RETAINED.extend(buffers)
 
 
 @dataclass(frozen=True)
@@ -61,6 +54,7 @@ class StoreSettings:
     proto: str
     rdma: str
     setup_timeout_s: float
+    quarantine_s: float | None = None
 
 
 class StoreClient:
@@ -84,6 +78,7 @@ class StoreClient:
                 f"metadata server {settings.metadata_server!r}"
             )
         self._config = _soft_pinned(module)
+        self.quarantine = Quarantine(settings.quarantine_s)
         self._chunk_lock = threading.Lock()
         self._chunk_bytes: int | None = None  # set once a whole read outlived its lease
 
@@ -194,22 +189,24 @@ class StoreClient:
     def unregister(self, address: int) -> None:
         self._store.unregister_buffer(address)
 
-    @staticmethod
     @contextmanager
-    def retaining_on_unconfirmed(*buffers: Any) -> Iterator[None]:
-        """Run a call; if it fails with I/O possibly still in flight, keep ``buffers`` alive for good."""
+    def retaining_on_unconfirmed(self, *buffers: Any) -> Iterator[None]:
+        """Run a call; if it fails with I/O possibly still in flight, quarantine ``buffers`` (arrays, tensors).
+
+        They stay alive (pool regions out of the pool) until the failed transfer cannot touch them any more.
+        """
         try:
             yield
         except StoreError as exc:
             if exc.unconfirmed:
-                retain_until_exit(*buffers)
+                self.quarantine.hold(sum(buffer.nbytes for buffer in buffers), buffers)
             raise
 
     @contextmanager
     def registered(self, address: int, size: int) -> Iterator[None]:
         """Register memory for the duration of a call where the transport needs it (not over TCP).
 
-        Memory whose call may still have I/O in flight stays registered.
+        Memory whose call may still have I/O in flight stays registered while it is quarantined.
         """
         if self.settings.proto == "tcp":
             yield
@@ -222,7 +219,9 @@ class StoreClient:
             in_flight = exc.unconfirmed
             raise
         finally:
-            if not in_flight:
+            if in_flight:
+                self.quarantine.hold(0, release=lambda: self.unregister(address))
+            else:
                 self.unregister(address)
 
     # -- state ------------------------------------------------------------------------------------
@@ -246,7 +245,10 @@ class StoreClient:
         return str(self._store.get_hostname())
 
     def close(self) -> None:
-        """Close the client (about 2 s; longer when the master is gone, as the library retries its RPCs)."""
+        """Close the client (about 2 s; longer when the master is gone, as the library retries its RPCs).
+
+        Quarantined memory is freed with the client, after the library has stopped.
+        """
         self._store.close()
 
 

@@ -58,7 +58,7 @@ class MooncakeStoreConnector(OmniConnectorBase):
         self.get_timeout_s = float(self.config["get_timeout_s"])
         settings = StoreSettings(
             self.host, self.metadata, self.master, self.segment, self.proto, self.rdma,
-            float(self.config["setup_timeout_s"]),
+            float(self.config["setup_timeout_s"]), self.config["quarantine_s"],
         )  # fmt: skip
         self._counters = Counters("puts", "gets", "bytes_transferred", "errors", "timeouts")
         self._client = StoreClient(settings)
@@ -81,7 +81,8 @@ class MooncakeStoreConnector(OmniConnectorBase):
             metadata = self._write(client, pool, key, data)
         except (StoreError, SerializationError, TypeError, ValueError, MemoryError) as exc:
             self._counters.add("errors")
-            logger.error("MooncakeStoreConnector: put of %r failed: %s", key, exc)
+            # str(exc): a kept log record must not keep the traceback, and the buffers in its frames, alive
+            logger.error("MooncakeStoreConnector: put of %r failed: %s", key, str(exc))
             return False, 0, None
         size = metadata.get(RAW_NBYTES, metadata[VALUE_SIZE])
         self._counters.add("puts")
@@ -119,7 +120,7 @@ class MooncakeStoreConnector(OmniConnectorBase):
                 result = self._read(client, pool, key, hints)
             except (StoreError, SerializationError, ValueError) as exc:
                 self._counters.add("errors")
-                logger.error("MooncakeStoreConnector: get of %r failed: %s", key, exc)
+                logger.error("MooncakeStoreConnector: get of %r failed: %s", key, str(exc))  # str: as in put
                 return None
             if result is not None:
                 self._counters.add("gets")
@@ -164,7 +165,10 @@ class MooncakeStoreConnector(OmniConnectorBase):
         problem = self._client.problem()
         if problem is not None:
             report.update(status="unhealthy", error=problem)
-        report.update(segment_name=self._client.hostname, pool_used_bytes=self._pool.used_bytes)
+        quarantined = self._client.quarantine.nbytes  # first: releases what is due
+        report.update(
+            segment_name=self._client.hostname, pool_used_bytes=self._pool.used_bytes, quarantined_bytes=quarantined
+        )
         return report
 
     def close(self) -> None:
@@ -181,6 +185,7 @@ class MooncakeStoreConnector(OmniConnectorBase):
         client, pool = self._client, self._pool
         if client is None or pool is None:
             raise RuntimeError("MooncakeStoreConnector is closed")
+        client.quarantine.release_due()
         return client, pool
 
     @staticmethod
@@ -193,7 +198,7 @@ class MooncakeStoreConnector(OmniConnectorBase):
             address = source[0]
             items = [(data_key(key), address, layout.nbytes), (key, descriptor.ctypes.data, descriptor.size)]
             with (
-                client.retaining_on_unconfirmed(data, descriptor),
+                client.retaining_on_unconfirmed(source[1], descriptor),
                 client.registered(address, layout.nbytes),
                 client.registered(descriptor.ctypes.data, descriptor.size),
             ):

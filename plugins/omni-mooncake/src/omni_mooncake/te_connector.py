@@ -19,6 +19,7 @@ from .hooks import TE_REGISTRATION
 from .metrics import Counters
 from .netutil import resolve_host
 from .outbox import OutboundEntry, Outbox
+from .quarantine import Quarantine
 from .raw_payload import RawLayout, layout_of
 from .side_channel import SideChannelClient, SideChannelError, SideChannelServer
 from .te_pool import ReceivedBuffer, RegisteredPool, fill, synchronize
@@ -85,10 +86,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         self.sender_host: str | None = self.config["sender_host"]
         self.sender_zmq_port: int | None = self.config["sender_zmq_port"]
         self._rank_senders: dict[int, Endpoint] = {}
-        self._quarantined: list[ManagedBuffer] = []
+        self._quarantine = Quarantine(self.config["quarantine_s"])
         self._counters = Counters(
-            "puts", "gets", "bytes_transferred", "errors", "timeouts", "malformed_messages", "reclaimed_buffers",
-            "failed_transfers",
+            "puts", "gets", "bytes_transferred", "errors", "timeouts", "malformed_messages", "refused_peers",
+            "reclaimed_buffers", "failed_transfers",
         )  # fmt: skip
 
         self.engine, self.rpc_port = start_engine(self.host, self.protocol, self.device_name)
@@ -100,11 +101,11 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         try:
             self._server = self._start_server() if self.can_put else None
         except BaseException:
-            _shutdown(self._ctx, self._client, self._outbox, self.pool, None, self._quarantined)
+            _shutdown(self._ctx, self._client, self._outbox, self.pool, None, self._quarantine)
             raise
         self.zmq_port = self._server.port if self._server is not None else None
         self._finalizer = weakref.finalize(
-            self, _shutdown, self._ctx, self._client, self._outbox, self.pool, self._server, self._quarantined
+            self, _shutdown, self._ctx, self._client, self._outbox, self.pool, self._server, self._quarantine
         )
 
     def _start_server(self) -> SideChannelServer:
@@ -121,6 +122,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             on_pull=service.pull,
             on_tick=self._outbox.reclaim_expired,
             on_malformed=lambda: counters.add("malformed_messages"),
+            on_refused=lambda: counters.add("refused_peers"),
             tick_s=min(max(ttl / 4, 0.05), 5.0) if ttl > 0 else 5.0,
         )
 
@@ -213,8 +215,11 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
     def get(
         self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None = None
     ) -> tuple[Any, int] | None:
-        """Pull ``get_key`` from its sender: ``(payload, size)``, or None if it is not there (yet) or failed."""
-        return self._get(from_stage, to_stage, get_key, metadata, QUERY_TIMEOUT_S)
+        """Pull ``get_key`` from its sender: ``(payload, size)``, or None if it is not there (yet) or failed.
+
+        One attempt, waiting on the sender as :meth:`get_with_deadline` does for a deadline QUERY_TIMEOUT_S away.
+        """
+        return self._get(from_stage, to_stage, get_key, metadata, time.monotonic() + QUERY_TIMEOUT_S)
 
     def get_with_deadline(
         self,
@@ -225,11 +230,14 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         *,
         deadline: float,
     ) -> tuple[Any, int] | None:
-        """Poll the sender until the payload is there or ``deadline`` passes; a started pull always finishes."""
+        """Poll the sender until the payload is there or ``deadline`` passes.
+
+        A pull still running at the deadline finishes while the sender answers probes; a sender that does
+        not (dead, frozen) is given up about PROBE_TIMEOUT_S after the deadline.
+        """
         delay = 0.0005
         while True:
-            remaining = deadline - time.monotonic()
-            result = self._get(from_stage, to_stage, get_key, metadata, min(QUERY_TIMEOUT_S, max(remaining, 0.01)))
+            result = self._get(from_stage, to_stage, get_key, metadata, deadline)
             remaining = deadline - time.monotonic()
             if result is not None or remaining <= 0:
                 return result
@@ -237,16 +245,18 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             delay = min(delay * 2, MAX_POLL_INTERVAL_S)
 
     def _get(
-        self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None, query_timeout: float
+        self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None, deadline: float
     ) -> tuple[Any, int] | None:
         validate_key(get_key)
         self._check_open()
+        self._quarantine.release_due()
         key = self._make_key(get_key, str(from_stage), str(to_stage))
+        query_timeout = min(QUERY_TIMEOUT_S, max(deadline - time.monotonic(), 0.01))
         try:
             incoming = self._incoming(key, metadata, query_timeout)
             if incoming is None:
                 return None
-            result = self._pull(key, incoming)
+            result = self._pull(key, incoming, deadline)
         except SideChannelError as exc:
             self._counters.add("timeouts" if exc.timed_out else "errors")
             logger.warning("MooncakeTransferEngineConnector: get of %r: %s", key, exc)
@@ -299,7 +309,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             )
         return self.sender_host, self.sender_zmq_port
 
-    def _pull(self, key: str, incoming: _Incoming) -> tuple[Any, int] | None:
+    def _pull(self, key: str, incoming: _Incoming, deadline: float) -> tuple[Any, int] | None:
         """Have the sender write the payload into a fresh pool slice, then hand it out or deserialize it."""
         if incoming.layout is not None:
             buffer: ManagedBuffer = self.pool.allocate_received(incoming.layout)
@@ -308,14 +318,14 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         timeout = pull_timeout_s(incoming.size)
         request = wire.Pull(key, f"{self.host}:{self.rpc_port}", buffer.data_ptr, incoming.size, int(timeout * 1000))
         try:
-            reply = self._client.request(incoming.endpoint, request, timeout)
+            reply = self._client.request(incoming.endpoint, request, timeout, deadline=deadline)
         except SideChannelError:
-            self._quarantine(buffer)
+            self._quarantine.hold(buffer.size, release=buffer.release)
             raise
         if not reply["ok"]:
             error = reply.get("error")
             if error in wire.WRITE_MAY_BE_IN_FLIGHT:
-                self._quarantine(buffer)
+                self._quarantine.hold(buffer.size, release=buffer.release)
             else:
                 buffer.release()
             if error != wire.NOT_FOUND:
@@ -334,10 +344,6 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             raise
         return buffer, incoming.size
 
-    def _quarantine(self, buffer: ManagedBuffer) -> None:
-        """Never reuse a slice a failed write may still land in (it is freed at close)."""
-        self._quarantined.append(buffer)
-
     # -- status ----------------------------------------------------------------------------------
     def get_connection_info(self) -> dict[str, Any]:
         """Where receivers reach this connector: ``{host, zmq_port, rpc_port, can_put}``."""
@@ -355,8 +361,8 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             "protocol": self.protocol,
             "pool_device": self.pool_device,
             "pool_size": self.pool_size,
+            "quarantined_bytes": self._quarantine.nbytes,  # first: releases what is due
             "pool_used_bytes": self.pool.allocator.used_bytes,
-            "quarantined_bytes": sum(buffer.size for buffer in self._quarantined),
             **self._outbox.stats(),
             **self._counters.snapshot(),
         }
@@ -385,7 +391,7 @@ def _shutdown(
     outbox: Outbox,
     pool: RegisteredPool,
     server: SideChannelServer | None,
-    quarantined: list[ManagedBuffer],
+    quarantine: Quarantine,
 ) -> None:
     """Tear a connector down in order; also run when one is garbage-collected without close()."""
     if server is not None:
@@ -394,6 +400,4 @@ def _shutdown(
     client.close()
     ctx.destroy(linger=0)
     pool.close()  # unregistered: no write can land in the pool any more
-    for buffer in quarantined:
-        buffer.release()
-    quarantined.clear()
+    quarantine.release_all()
