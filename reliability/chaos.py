@@ -27,6 +27,8 @@ PHASES = ("put", "get", "idle")
 GET_TIMEOUT_S = 2.0
 #: Puts refused in a row (backend down) before a request is given up.
 MAX_PUT_ATTEMPTS = 20
+#: How long the stages get, after the last request, to release memory quarantined after failed transfers.
+SETTLE_S = 45.0
 _SIZES = (4096, 16384, 65536, 262144)
 _LARGE = 5 << 20  # above the Yuanrong connector's 4 MiB switch to its zero-copy write path
 
@@ -240,11 +242,7 @@ class ChaosRun:
         holding (``setup.held``), count as pool bytes."""
         reader = self.pipeline.consumers[0]
         readable = [(key, size) for key, size in self._keys if reader.call({"op": "probe", "key": key}).get("found")]
-        consumers = {f"consumer {i}": c for i, c in enumerate(self.pipeline.consumers)}
-        stages = {"producer": self.pipeline.producer, **consumers}
-        held = {f"{name}: {field}": int(health.get(field) or 0)
-                for name, stage in stages.items() for health in [stage.call({"op": "health"})]
-                for field in self.setup.held}
+        held = self._held_after_quarantine()
         pids = list(self.pipeline.pids) + [s.pid for s in self.setup.servers]
         ports = [p for s in self.setup.servers for p in s.ports]
         self._shutdown()
@@ -256,6 +254,25 @@ class ChaosRun:
         if slabs:
             leaks.details.append(f"{slabs} bytes of slabs left in /dev/shm")
         return leaks
+
+    def _held(self) -> dict[str, int]:
+        consumers = {f"consumer {i}": c for i, c in enumerate(self.pipeline.consumers)}
+        stages = {"producer": self.pipeline.producer, **consumers}
+        return {f"{name}: {field}": int(health.get(field) or 0)
+                for name, stage in stages.items() for health in [stage.call({"op": "health"})]
+                for field in self.setup.held}
+
+    def _held_after_quarantine(self) -> dict[str, int]:
+        """What the stages hold once quarantined memory had SETTLE_S to be released (the time it took is noted)."""
+        started = time.monotonic()
+        held = self._held()
+        while any(held.values()) and time.monotonic() - started < SETTLE_S:
+            time.sleep(0.5)
+            held = self._held()
+        if time.monotonic() - started >= 1.0:
+            state = "still held" if any(held.values()) else "released"
+            self.result.notes.append(f"pool bytes {state} {time.monotonic() - started:.0f} s after the last request")
+        return held
 
     def _shutdown(self) -> None:
         if self.pipeline is not None:

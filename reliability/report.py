@@ -6,7 +6,7 @@ import platform
 import statistics
 from collections.abc import Sequence
 
-from .chaos import GET_TIMEOUT_S, ScenarioResult
+from .chaos import GET_TIMEOUT_S, SETTLE_S, ScenarioResult
 from .fuzz.runner import FuzzResult
 
 _COLUMNS = """\
@@ -23,7 +23,8 @@ _COLUMNS = """\
 - **left after**: new `/dev/shm` entries, lock files, processes still alive and ports still listening once every
   process and server was closed or stopped; and pool bytes: at the end of the run, before closing, the bytes of this
   run's payloads the backend still holds plus what the stages' `health()` reports still in use or quarantined in
-  their registered pools (a long-running stage would keep holding them).  Goal: all 0."""
+  their registered pools (a long-running stage would keep holding them), once memory that failed transfers may
+  still write had its quarantine to be released (up to {settle} s after the last request).  Goal: all 0."""
 
 
 def render(
@@ -73,7 +74,8 @@ def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
             f"| {lost} | {doubt} | {r.duplicates} | {r.corrupt} | {recover} "
             f"| {lk.shm_entries}, {lk.lock_files}, {lk.pool_bytes}, {lk.processes}, {lk.ports} |"
         )
-    out = ["## Chaos: SIGKILL during a two-stage pipeline", "", *rows, "", _COLUMNS.format(timeout=GET_TIMEOUT_S), ""]
+    columns = _COLUMNS.format(timeout=GET_TIMEOUT_S, settle=f"{SETTLE_S:.0f}")
+    out = ["## Chaos: SIGKILL during a two-stage pipeline", "", *rows, "", columns, ""]
     reasons = [(r, r.lost, r.loss_reason) for r in results if r.lost and r.loss_reason]
     reasons += [(r, r.lost_in_doubt, r.doubt_reason) for r in results if r.lost_in_doubt and r.doubt_reason]
     if reasons:

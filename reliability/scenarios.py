@@ -37,10 +37,11 @@ MOONCAKE_TE_SENDER_LOSS = (
     "a payload waits in its sender's registered pool until a receiver pulls it; a dead sender's pool, and every "
     "payload in it, is gone"
 )
-MOONCAKE_TE_TIMEOUT_NOTE = (
-    "MC_TRANSFER_TIMEOUT=5 in the stages: a receiver's read from a dead sender waits the pull timeout (engine "
-    "bound + 5 s), about 10 s here and 40 s by default, whatever the read's deadline"
+MOONCAKE_TIMEOUT_NOTE = (
+    "MC_TRANSFER_TIMEOUT=5 in the stages: the engine's bound on one transfer, and so how long memory a failed "
+    "transfer may still write stays quarantined (about 15 s here, 40 s by default)"
 )
+MOONCAKE_ENV = {"MC_TRANSFER_TIMEOUT": "5"}
 YUANRONG_WORKER_LOSS = (
     "values live only in the worker's shared memory (the local worker keeps no spill or replica): a worker "
     "restart starts empty, so every acknowledged payload not yet read is gone"
@@ -64,15 +65,14 @@ def _mooncake_store() -> Setup:
     extra = {"host": "127.0.0.1", "metadata_server": "P2PHANDSHAKE", "master": master.address, "segment": 96 * _MiB,
              "localbuf": 32 * _MiB, "get_timeout_s": 0.01, "setup_timeout_s": 10}
     return Setup({"name": "MooncakeStoreConnector", "extra": extra}, consume="cleanup", backend=master,
-                 held=("pool_used_bytes",))
+                 held=("pool_used_bytes", "quarantined_bytes"), env=MOONCAKE_ENV, notes=[MOONCAKE_TIMEOUT_NOTE])
 
 
 def _mooncake_te() -> Setup:
     base = {"host": "127.0.0.1", "protocol": "tcp", "memory_pool_size": 32 * _MiB}
     return Setup({"name": "MooncakeTransferEngineConnector", "extra": {**base, "role": "sender", "zmq_port": 0}},
                  consumer_spec={"name": "MooncakeTransferEngineConnector", "extra": {**base, "role": "receiver"}},
-                 held=("pool_used_bytes", "quarantined_bytes"), env={"MC_TRANSFER_TIMEOUT": "5"},
-                 notes=[MOONCAKE_TE_TIMEOUT_NOTE])
+                 held=("pool_used_bytes", "quarantined_bytes"), env=MOONCAKE_ENV, notes=[MOONCAKE_TIMEOUT_NOTE])
 
 
 def _coordinated_shm() -> Setup:
