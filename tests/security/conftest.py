@@ -9,7 +9,9 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from secutil import mooncake_te, need
+from secutil import mooncake_te
+
+from omni_core.testing import require
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,7 +47,7 @@ def yuanrong_worker() -> Iterator[object]:
     try:
         worker = LocalDatasystemWorker.start(shared_memory_mb=128)
     except (WorkerStartError, ImportError, OSError) as exc:
-        need(False, f"cannot start a Yuanrong datasystem worker: {exc}")
+        require(False, f"cannot start a Yuanrong datasystem worker: {exc}")
         raise
     yield worker
     worker.stop()
@@ -72,7 +74,7 @@ def mooncake_master() -> Iterator[object]:
 
         master = MooncakeMaster().start()
     except (ImportError, FileNotFoundError, RuntimeError) as exc:
-        need(False, f"cannot start a Mooncake master: {exc}")
+        require(False, f"cannot start a Mooncake master: {exc}")
         raise
     yield master
     master.stop()

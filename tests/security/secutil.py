@@ -1,4 +1,4 @@
-"""Helpers of the security tests: the CI rule, listening sockets by port or process, raw peers."""
+"""Helpers of the security tests: listening sockets by port or process, raw peers."""
 
 from __future__ import annotations
 
@@ -7,18 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 _LISTEN = "0A"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Fail under CI=true, skip elsewhere, when something a test needs is missing."""
-    if condition:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"unavailable under CI=true: {reason}")
-    pytest.skip(reason)
 
 
 def listening() -> dict[int, set[str]]:

@@ -4,7 +4,6 @@ pickle are refused by every decoder."""
 from __future__ import annotations
 
 import ast
-import pickle
 from pathlib import Path
 
 import pytest
@@ -58,18 +57,25 @@ def test_the_scanner_sees_what_it_forbids(tmp_path: Path) -> None:
     assert len(_violations(sample)) == 4
 
 
-@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+#: ``pickle.dumps({"request_id": "k", "payload": X}, protocol=N)`` where unpickling X calls
+#: ``print("unpickled!")``: written out, so that no test module imports pickle either.
+PICKLES = {
+    0: b"(dp0\nVrequest_id\np1\nVk\np2\nsVpayload\np3\nc__builtin__\nprint\np4\n(Vunpickled!\np5\ntp6\nRp7\ns.",
+    2: b"\x80\x02}q\x00(X\n\x00\x00\x00request_idq\x01X\x01\x00\x00\x00kq\x02X\x07\x00\x00\x00payloadq\x03"
+    b"c__builtin__\nprint\nq\x04X\n\x00\x00\x00unpickled!q\x05\x85q\x06Rq\x07u.",
+    5: b"\x80\x05\x95F\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\nrequest_id\x94\x8c\x01k\x94\x8c\x07payload\x94"
+    b"\x8c\x08builtins\x94\x8c\x05print\x94\x93\x94\x8c\nunpickled!\x94\x85\x94R\x94u.",
+}
+
+
+@pytest.mark.parametrize("protocol", sorted(PICKLES))
 def test_a_pickle_is_refused_by_every_decoder(protocol: int) -> None:
     from omni_coordinator.messages import MalformedMessage, decode_event
     from omni_core.errors import SerializationError
     from omni_core.serialization import OmniSerializer
     from omni_yuanrong.te_control import ControlProtocolError, decode_info, decode_request
 
-    class Boom:
-        def __reduce__(self) -> tuple:
-            return (print, ("unpickled!",))
-
-    data = pickle.dumps({"request_id": "k", "payload": Boom()}, protocol=protocol)
+    data = PICKLES[protocol]
     with pytest.raises(SerializationError, match="bad magic"):
         OmniSerializer.deserialize(data)
     with pytest.raises(MalformedMessage):

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 import zmq
-from secutil import close_all, garbage_peers, mooncake_te, need, silent_peers
+from secutil import close_all, garbage_peers, mooncake_te, silent_peers
 
 from omni_core import ConnectorSpec, OmniConnectorFactory
+from omni_core.testing import require
 
 ZMTP_GREETING_THEN_GARBAGE = b"\xff" + b"\0" * 8 + b"\x7f" + os.urandom(54)
 UNVERSIONED_GARBAGE = b"\x05" + os.urandom(63)
@@ -36,7 +37,7 @@ def eventually(check: Callable[[], bool], limit: float, what: str) -> None:
 @pytest.fixture
 def small_tmpfs() -> Iterator[str]:
     """A 4 MiB tmpfs with 3 MiB already taken: shared memory that is nearly full, for real."""
-    need(os.geteuid() == 0, "mounting a tmpfs needs root")
+    require(os.geteuid() == 0, "mounting a tmpfs needs root")
     directory = tempfile.mkdtemp(prefix="omni-security-shm-")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", directory], check=True)
     try:

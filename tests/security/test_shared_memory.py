@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from secutil import need
 
 from omni_core import ConnectorSpec, OmniConnectorFactory
+from omni_core.testing import require
 from omni_shm import names
 
 SHM = "/dev/shm"
@@ -69,7 +69,7 @@ def test_slabs_are_0600_regular_files_of_this_user(namespace: str) -> None:
 
 
 def test_a_payload_in_another_users_file_is_never_read(namespace: str) -> None:
-    need(os.geteuid() == 0, "planting a file of another user needs root")
+    require(os.geteuid() == 0, "planting a file of another user needs root")
     with _connector(namespace) as producer, _connector(namespace) as reader:
         producer.put("0", "1", "k", np.arange(100))
         _plant_copy(namespace, "k", "mine", uid=None)
@@ -90,7 +90,7 @@ def test_a_symlink_planted_under_a_slab_name_is_not_followed(namespace: str) -> 
 
 
 def test_the_sweep_unlinks_only_this_users_entries_of_dead_processes(namespace: str) -> None:
-    need(os.geteuid() == 0, "planting a file of another user needs root")
+    require(os.geteuid() == 0, "planting a file of another user needs root")
     dead = _dead_owner().tag
     theirs, ours = (os.path.join(SHM, f"omni-{namespace}-{dead}-s{n}") for n in (1, 2))
     with _connector(namespace) as live:

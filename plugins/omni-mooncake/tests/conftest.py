@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from mooncake_procs import require_backend
 
+from omni_core.testing import require
 from omni_mooncake.master import INSTALL, MooncakeMaster
 
 os.environ.setdefault("MC_LOG_LEVEL", "ERROR")  # children inherit it
@@ -26,7 +26,7 @@ def _mooncake_importable() -> str | None:
 @pytest.fixture(scope="session")
 def mooncake_available() -> None:
     problem = _mooncake_importable()
-    require_backend(problem is None, f"the Mooncake wheel does not import ({problem}): {INSTALL}")
+    require(problem is None, f"the Mooncake wheel does not import ({problem}): {INSTALL}")
 
 
 @pytest.fixture(scope="session")

@@ -10,24 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from omni_mooncake.master import MooncakeMaster
 
 CHILD_SCRIPT = Path(__file__).with_name("mooncake_child.py")
 MiB = 1 << 20
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def require_backend(ok: bool, message: str) -> None:
-    """Skip a test whose backend is missing, except under CI=true, where it fails."""
-    if not ok:
-        if in_ci():
-            pytest.fail(f"{message} (CI=true: backends must be present)", pytrace=False)
-        pytest.skip(message)
 
 
 class ConnectorProcess:

@@ -14,6 +14,7 @@ import pytest
 from worker_support import kv_extra
 
 from omni_core import ConnectorSpec
+from omni_core.testing import require
 from omni_yuanrong.testing import LocalDatasystemWorker, WorkerStartError
 
 
@@ -31,18 +32,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _LOGS = pytest.StashKey[str]()
 
 
-def backend_unavailable(reason: str) -> None:
-    """Fail under CI=true, skip elsewhere."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"backend unavailable under CI=true: {reason}")
-    pytest.skip(reason)
-
-
 def start_worker(shared_memory_mb: int) -> LocalDatasystemWorker:
     try:
         return LocalDatasystemWorker.start(shared_memory_mb=shared_memory_mb)
     except (WorkerStartError, ImportError, OSError) as exc:
-        backend_unavailable(f"cannot start a datasystem worker: {exc}")
+        require(False, f"cannot start a datasystem worker: {exc}")
         raise
 
 

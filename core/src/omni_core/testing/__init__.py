@@ -11,10 +11,12 @@ Subclass :class:`ConnectorConformanceTests` in a pytest module and provide a
         def connector_spec(self):
             return ConnectorSpec("MyConnector", {"host": "127.0.0.1"})
 
-Connectors are created through ``OmniConnectorFactory`` (so the plugin must
-be installed and discoverable).  Connectors with separate producer and
-consumer roles override ``producer_spec``/``consumer_spec``.  Tests that do not
-apply to a connector's declared capabilities are skipped with the reason.
+Connectors are created through ``OmniConnectorFactory``: the plugin must be
+installed, registered through an ``omni`` entry point and declare its config
+keys.  Connectors with separate producer and consumer roles override
+``producer_spec``/``consumer_spec``.  Each test checks what the connector's
+declared capabilities promise (delivery semantics, raw data).
+:func:`require` skips a test whose backend is missing, and fails it under CI=true.
 Kit tests must not be overridden silently: an override must be decorated with
 :func:`kit_override` giving the reason (checked by ``test_no_silent_overrides``).
 """
@@ -48,6 +50,7 @@ __all__ = [
     "checksum",
     "kit_override",
     "make_payload",
+    "require",
 ]
 
 EDGE = ("0", "1")
@@ -68,20 +71,24 @@ def assert_payload_equal(expected: Any, actual: Any) -> None:
     assert checksum(actual) == checksum(expected), f"payload differs: expected {expected!r:.200}, got {actual!r:.200}"
 
 
-def _require(condition: bool, reason: str) -> None:
-    if not condition:
-        pytest.skip(reason)
+def require(condition: bool, reason: str) -> None:
+    """Skip the calling test when what it needs (a backend, a module, root) is missing; under CI=true fail instead.
+
+    CI never skips to green: there every backend a test needs must be present.
+    """
+    if condition:
+        return
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI=true: everything a test needs must be present)", pytrace=False)
+    pytest.skip(reason)
 
 
 def _needs_torch(kind: str) -> None:
-    """Tensor payloads need torch (ndarrays numpy): skipped without it, but a failure under CI=true."""
+    """Tensor payloads need torch (ndarrays numpy)."""
     if kind in TENSOR_KINDS or kind in ("ndarray", "tensor_in_dict"):
         module = "numpy" if kind == "ndarray" else "torch"
-        if importlib.util.find_spec(module) is None:
-            reason = f"{module} is not installed: {kind} payloads cannot be built"
-            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                pytest.fail(f"{reason} (CI=true: install it in the test environment)")
-            pytest.skip(reason)
+        found = importlib.util.find_spec(module) is not None
+        require(found, f"{module} is not installed: {kind} payloads cannot be built")
 
 
 class ConnectorConformanceTests:
@@ -207,15 +214,17 @@ class ConnectorConformanceTests:
 
     def test_unknown_config_key_rejected(self, producer_spec: ConnectorSpec) -> None:
         reg = OmniConnectorFactory.registration(producer_spec.name)
-        _require(reg is not None and reg.config_keys is not None, "connector declares no config keys to check")
+        assert reg is not None and reg.config_keys is not None, (
+            f"{producer_spec.name} must be registered through an `omni` entry point and declare its config_keys, "
+            "so that a misspelt key is refused when the config is loaded"
+        )
         bad = ConnectorSpec(producer_spec.name, {**producer_spec.extra, "no_such_key_xyz": 1})
         with pytest.raises(ConfigError, match="no_such_key_xyz"):
             OmniConnectorFactory.create_connector(bad)
 
     def test_capabilities_match_registration(self, producer: OmniConnectorBase, producer_spec: ConnectorSpec) -> None:
         reg = OmniConnectorFactory.registration(producer_spec.name)
-        _require(reg is not None, "connector was registered in-process, not through a plugin")
-        assert reg is not None
+        assert reg is not None, f"{producer_spec.name} must be registered through an `omni` entry point"
         declared = type(producer).capabilities
         assert declared.raw_data == reg.capabilities.raw_data == producer.supports_raw_data
         assert declared.needs_endpoint == reg.capabilities.needs_endpoint
