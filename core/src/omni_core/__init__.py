@@ -6,9 +6,9 @@ module and scans no entry points.  Public names load on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .lazy import lazy_names
 from .version import CONNECTOR_API_VERSION, __version__
 
 _LAZY: dict[str, str] = {
@@ -68,17 +68,7 @@ _LAZY: dict[str, str] = {
 __all__ = sorted([*_LAZY, "CONNECTOR_API_VERSION", "__version__"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'omni_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 if TYPE_CHECKING:
