@@ -61,13 +61,13 @@ def test_yuanrong_te_sender_binds_its_side_channel_and_engine_port_to_its_host_o
 
 
 def test_yuanrong_te_auto_host_binds_this_hosts_address_not_a_wildcard() -> None:
-    from omni_yuanrong.netutil import local_ip
+    from omni_core import resolve_host
     from omni_yuanrong.te_connector import YuanrongTransferEngineConnector
     from omni_yuanrong.te_engine import real_engine
 
     config = {"role": "sender", "memory_pool_device": "cpu", "memory_pool_size": 1 << 20, "device_name": "npu:0"}
     with YuanrongTransferEngineConnector(config, engine_factory=real_engine) as sender:
-        assert sender.host == local_ip()
+        assert sender.host == resolve_host(None)
         assert ports_of(os.getpid())[sender.zmq_port] == {sender.host}
         assert not ports_of(os.getpid())[sender.zmq_port] & WILDCARDS
 

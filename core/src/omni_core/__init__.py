@@ -58,6 +58,7 @@ _LAZY: dict[str, str] = {
     "expand_env_value": "envexpand",
     "expand_env_int": "envexpand",
     "AUTO_HOST_VALUES": "envexpand",
+    "resolve_host": "hosts",
     "ConfigError": "errors",
     "EnvVarExpansionError": "errors",
     "PortCollisionError": "errors",
@@ -80,6 +81,7 @@ if TYPE_CHECKING:
     from .errors import ConfigError, EnvVarExpansionError, PluginError, PortCollisionError, SerializationError
     from .factory import OmniConnectorFactory
     from .hookspecs import hookimpl
+    from .hosts import resolve_host
     from .initialization import (
         build_stage_connectors,
         create_connectors_from_config,

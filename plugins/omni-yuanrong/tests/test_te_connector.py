@@ -13,8 +13,8 @@ import torch
 import zmq
 from fake_ascend_engine import FakeAscendTransferEngine
 
-from omni_core import ConfigError, ConnectorSpec, EnvVarExpansionError, OmniConnectorFactory
-from omni_yuanrong.netutil import free_port, local_ip
+from omni_core import ConfigError, ConnectorSpec, EnvVarExpansionError, OmniConnectorFactory, resolve_host
+from omni_yuanrong.netutil import free_port
 from omni_yuanrong.te_connector import YuanrongTransferEngineConnector
 from omni_yuanrong.te_control import ACK_ERROR, QUERY_INFO, encode_request
 from omni_yuanrong.te_device import NPUUnavailableError
@@ -196,7 +196,7 @@ def test_values_expand_environment_variables(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_auto_host_is_this_machines_address() -> None:
     with fake({"host": "auto", "role": "receiver"}) as connector:
-        assert connector.host == local_ip()
+        assert connector.host == resolve_host(None)
 
 
 def test_a_taken_zmq_port_is_reported(sender: YuanrongTransferEngineConnector) -> None:

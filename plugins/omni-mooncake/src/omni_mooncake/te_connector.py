@@ -10,14 +10,21 @@ from typing import Any
 
 import zmq
 
-from omni_core import Delivery, ManagedBuffer, OmniConnectorBase, OmniSerializer, SerializationError, validate_key
+from omni_core import (
+    Delivery,
+    ManagedBuffer,
+    OmniConnectorBase,
+    OmniSerializer,
+    SerializationError,
+    resolve_host,
+    validate_key,
+)
 
 from . import wire
 from .config import resolve_settings
 from .engine import QUERY_TIMEOUT_S, pull_timeout_s, start_engine
 from .hooks import TE_REGISTRATION
 from .metrics import Counters
-from .netutil import resolve_host
 from .outbox import OutboundEntry, Outbox
 from .quarantine import Quarantine
 from .raw_payload import RawLayout, layout_of

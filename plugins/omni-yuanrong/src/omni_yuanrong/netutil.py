@@ -1,22 +1,8 @@
-"""Host and port helpers: this machine's address, and ports for servers that bind their own sockets."""
+"""Ports for servers that bind their own sockets."""
 
 from __future__ import annotations
 
 import socket
-
-
-def local_ip() -> str:
-    """This host's outward-facing IPv4 address (no packet is sent); 127.0.0.1 if there is none."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.connect(("8.8.8.8", 80))
-            return str(sock.getsockname()[0])
-    except OSError:
-        pass
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omni_core import AUTO_HOST_VALUES, expand_env_int, expand_env_value
+from omni_core import expand_env_int, expand_env_value, resolve_host
 
-from .netutil import local_ip
 from .te_device import resolve_device_name, resolve_pool_device
 
 ROLES = ("sender", "receiver")
@@ -56,7 +55,7 @@ class TESettings:
         pool_device = resolve_pool_device(str(values.get("memory_pool_device", "npu")), allow_host=allow_host_pool)
         settings = cls(
             role=role,
-            host=local_ip() if host.lower() in AUTO_HOST_VALUES else host,
+            host=resolve_host(host),
             zmq_port=_port(values.get("zmq_port"), "zmq_port"),
             rpc_port=_port(values.get("rpc_port"), "rpc_port"),
             protocol=protocol,
