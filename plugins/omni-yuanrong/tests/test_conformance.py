@@ -31,6 +31,8 @@ class TestYuanrongTransferEngineConnectorOnFakeEngine(ConnectorConformanceTests)
     engine's initialization, registration and control plane.
     """
 
+    registration_name = "YuanrongTransferEngineConnector"
+
     def child_connector(self, spec: ConnectorSpec) -> FakeEngineChild:
         return FakeEngineChild(spec)
 
