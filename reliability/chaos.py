@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from omni_core.remote import ChildGone
+
 from .leaks import LeakProbe, Leaks, shm_bytes
 from .pipeline import Pipeline, Setup
-from .stage import StageGone, StageProcess
+from .stage import StageProcess
 
 PHASES = ("put", "get", "idle")
 #: How long a consumer waits for a payload before it is declared not there.
@@ -142,7 +144,7 @@ class ChaosRun:
                     self._strike(kill, producer)
                     kill = None
                 answer = producer.read()
-            except StageGone:  # the producer died mid-put: withdraw whatever it may have published, put again
+            except ChildGone:  # the producer died mid-put: withdraw whatever it may have published, put again
                 self.pipeline.producer.call({"op": "cleanup", "key": key})
                 continue
             if answer.get("ok"):
@@ -168,7 +170,7 @@ class ChaosRun:
             if kill is not None:
                 self._strike(kill, consumer)
             answer = consumer.read()
-        except StageGone:
+        except ChildGone:
             in_doubt = True
             answer = {"found": False}
         if not answer.get("found") and (in_doubt or answer.get("error")):  # once more, now that all is back up

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import resolve_payload
 from .digest import checksum
@@ -27,67 +28,115 @@ from .factory import OmniConnectorFactory
 from .samples import make_payload
 from .spec import ConnectorSpec
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
-class ChildConnector:
-    """Parent side: a child process owning one connector, answering JSON commands.
+
+class ChildGone(RuntimeError):
+    """The child process exited (or was killed) before it answered."""
+
+
+class JsonLinesChild:
+    """Parent side of a child process driven by JSON lines: a command per stdin line, an answer per stdout line.
+
+    The child's first line is its greeting (kept in :attr:`hello`); ``RuntimeError`` if it does not say
+    ``ready``.  Reads wait at most ``timeout`` seconds (TimeoutError); a child that exits first raises
+    :class:`ChildGone`.  ``close()`` sends ``{"op": "close"}`` and SIGKILLs a child that does not exit.
+    """
+
+    def __init__(self, command: list[str], *, timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
+        self.timeout = timeout
+        child_env = {"OMP_NUM_THREADS": "1", **os.environ, **(env or {})}  # idle torch workers spin
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env)
+        assert self.proc.stdout is not None
+        self._fd = self.proc.stdout.fileno()
+        self._buffer = b""
+        try:
+            self.hello = self.read()
+        except BaseException:
+            self.kill()
+            raise
+        if not self.hello.get("ready"):
+            self.kill()
+            raise RuntimeError(f"child {command[-1]!r:.200} did not start: {self.hello}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, command: dict[str, Any]) -> None:
+        """Send one command without waiting for its answer."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(command) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise ChildGone(f"child {self.pid} is gone") from exc
+
+    def read(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next answer, within ``timeout`` seconds (default: the child's)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while b"\n" not in self._buffer:
+            if self.proc.stdout is None or self.proc.stdout.closed:
+                raise ChildGone(f"child {self.pid} was killed")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"child {self.pid} did not answer within {self.timeout if timeout is None else timeout} s"
+                )
+            if select.select([self._fd], [], [], remaining)[0]:
+                chunk = os.read(self._fd, 1 << 16)
+                if not chunk:
+                    raise ChildGone(f"child {self.pid} exited with {self.proc.wait()}")
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+    def call(self, command: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one command and return the child's answer."""
+        self.send(command)
+        return self.read(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the child gets no chance to clean up."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._close_pipes()
+
+    def close(self) -> None:
+        """Ask the child to close and exit; SIGKILL it if it does not."""
+        if self.proc.poll() is None:
+            try:
+                self.call({"op": "close"})
+                self.proc.wait(timeout=self.timeout)
+            except (ChildGone, TimeoutError, subprocess.TimeoutExpired):
+                self.kill()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ChildConnector(JsonLinesChild):
+    """A child process owning one connector, answering the commands above.
 
     ``launcher`` is the command that starts the child (default ``python -m
     omni_core.remote``); the spec JSON is appended as its last argument.
     """
 
     def __init__(self, spec: ConnectorSpec, *, timeout: float = 60.0, launcher: list[str] | None = None) -> None:
-        self.timeout = timeout
         command = [*(launcher or [sys.executable, "-m", "omni_core.remote"])]
-        self.proc = subprocess.Popen(
-            [*command, json.dumps({"name": spec.name, "extra": spec.extra})],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"},  # idle torch workers spin
-        )
-        ready = self._read()
-        if not ready.get("ready"):
-            raise RuntimeError(f"child connector did not start: {ready}")
-
-    def _read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + self.timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"child connector (pid {self.proc.pid}) did not answer in {self.timeout} s")
-            readable, _, _ = select.select([self.proc.stdout], [], [], remaining)
-            if readable:
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"child connector (pid {self.proc.pid}) exited with {self.proc.wait()}")
-                return json.loads(line)
-
-    def call(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Send one command and return the child's answer."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        """Ask the child to close its connector and exit; kill it if it does not."""
-        if self.proc.poll() is None:
-            try:
-                self.call({"op": "close"})
-                self.proc.wait(timeout=self.timeout)
-            except (OSError, RuntimeError, TimeoutError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-
-    def __enter__(self) -> ChildConnector:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        spec_json = json.dumps({"name": spec.name, "extra": spec.extra})
+        super().__init__([*command, spec_json], timeout=timeout, env={"PYTHONUNBUFFERED": "1"})
 
 
 def _payload(kind: str) -> Any:

@@ -210,7 +210,7 @@ def test_master_killed_mid_run_gives_clear_errors(mooncake_available: None) -> N
         own.kill()
         assert not child.put(new_key("after"), {"kind": "request_dict"})["ok"]
         assert not child.get(key, timeout=1.0)["found"]
-        health = child.call(op="health")
+        health = child.call({"op": "health"})
         assert health["status"] == "unhealthy" and "unreachable" in health["error"], health
         assert health["errors"] >= 2
     finally:

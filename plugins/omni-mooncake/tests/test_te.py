@@ -122,7 +122,7 @@ def test_256mib_tensor_arrives_intact(
         assert checksum(result[0].payload(copy=False)) == digest(spec)
     finally:
         result[0].release()
-    assert sender_process.call(op="health")["pool_used_bytes"] == 0
+    assert sender_process.call({"op": "health"})["pool_used_bytes"] == 0
 
 
 def test_concurrent_puts_reach_another_process(
@@ -220,7 +220,7 @@ def test_receiver_killed_mid_transfer_does_not_strand_the_buffer(
         key = new_key("victim")
         ok, _, metadata = sender.put(*EDGE, key, big_tensor(256 * MiB, 40))
         assert ok
-        victim.send(op="get", key=key, metadata=metadata, timeout=60)
+        victim.send({"op": "get", "key": key, "metadata": metadata, "timeout": 60})
         assert wait_for(lambda: sender.health()["in_flight"] == 1), "the pull never started"
         os.kill(victim.proc.pid, signal.SIGSTOP)  # frozen mid-transfer
         time.sleep(1.5)  # past the TTL: a buffer being written from is not reclaimed

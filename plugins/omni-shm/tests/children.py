@@ -7,15 +7,12 @@ then follows JSON commands on stdin and answers JSON lines on stdout (see ``SCRI
 from __future__ import annotations
 
 import json
-import os
-import queue
-import signal
-import subprocess
 import sys
-import threading
 from typing import Any
 
-SCRIPT = r'''
+from omni_core.remote import JsonLinesChild
+
+SCRIPT = r"""
 import json, sys
 import torch
 from omni_core import ConnectorSpec, OmniConnectorFactory
@@ -63,76 +60,11 @@ for line in sys.stdin:
         connector.close()
         answer({"closed": True})
         break
-'''
+"""
 
 
-class Child:
+class Child(JsonLinesChild):
     """A child process with its own SharedMemoryConnector."""
 
     def __init__(self, extra: dict[str, Any], timeout: float = 60.0) -> None:
-        self.timeout = timeout
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SCRIPT, json.dumps(extra)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-        hello = self._read()
-        assert hello.get("ready"), hello
-        self.pid: int = hello["pid"]
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put("")
-
-    def _read(self) -> dict[str, Any]:
-        try:
-            line = self._lines.get(timeout=self.timeout)
-        except queue.Empty:
-            raise TimeoutError(f"child {self.proc.pid} did not answer within {self.timeout} s") from None
-        if not line:
-            raise RuntimeError(f"child {self.proc.pid} exited with {self.proc.wait()}")
-        return json.loads(line)
-
-    def read(self) -> dict[str, Any]:
-        """The next answer (for commands sent with :meth:`send`)."""
-        return self._read()
-
-    def send(self, **command: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-
-    def call(self, **command: Any) -> dict[str, Any]:
-        self.send(**command)
-        return self._read()
-
-    def kill(self) -> None:
-        """SIGKILL: the child gets no chance to clean up."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._close_pipes()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.call(op="close")
-                self.proc.wait(self.timeout)
-            except (OSError, RuntimeError, TimeoutError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self._close_pipes()
-
-    def _close_pipes(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-
-    def __enter__(self) -> Child:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__([sys.executable, "-c", SCRIPT, json.dumps(extra)], timeout=timeout)

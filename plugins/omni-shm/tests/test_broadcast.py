@@ -26,9 +26,9 @@ def test_three_reader_processes_each_read_once(make_connector, namespace) -> Non
     children = [Child({"namespace": namespace}) for _ in range(3)]
     try:
         for child in children:
-            answer = child.call(op="get", key="fanout")
+            answer = child.call({"op": "get", "key": "fanout"})
             assert answer["found"] and answer["uniform"] and answer["value"] == 5.0
-            assert not child.call(op="get", key="fanout", timeout=0)["found"], "each reader reads once"
+            assert not child.call({"op": "get", "key": "fanout", "timeout": 0})["found"], "each reader reads once"
     finally:
         for child in children:
             child.close()

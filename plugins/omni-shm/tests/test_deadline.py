@@ -40,7 +40,7 @@ def test_wakes_for_a_late_producer_process(make_connector, namespace) -> None:
     consumer = make_connector()
     with Child({"namespace": namespace}) as writer:
         command = {"op": "put", "key": "late", "payload": {"kind": "dict", "n": 8, "value": 3}}
-        timer = threading.Timer(0.2, writer.call, kwargs=command)
+        timer = threading.Timer(0.2, writer.call, args=(command,))
         timer.start()
         try:
             result = consumer.get_with_deadline("0", "1", "late", None, deadline=time.monotonic() + 30)

@@ -29,7 +29,7 @@ def test_consumer_killed_while_holding_a_payload(make_connector, namespace) -> N
     producer = make_connector()
     assert producer.put("0", "1", "held", torch.ones(1 << 16))[0]
     with Child({"namespace": namespace, "zero_copy": True}) as reader:
-        answer = reader.call(op="get", key="held", hold=True)
+        answer = reader.call({"op": "get", "key": "held", "hold": True})
         assert answer["found"] and answer["uniform"]
         producer.reap_consumed()
         assert producer.health()["pending"] == 1, "a payload being read must not be reclaimed"
@@ -42,7 +42,7 @@ def test_killed_producer_is_swept_at_start_up(make_connector, namespace) -> None
     with Child({"namespace": namespace}) as writer:
         payloads = [{"kind": "tensor", "n": 1 << 20, "value": 1}, {"kind": "dict", "n": 10, "value": 2}]
         for i, payload in enumerate(payloads):
-            assert writer.call(op="put", key=f"orphan-{i}", payload=payload)["ok"]
+            assert writer.call({"op": "put", "key": f"orphan-{i}", "payload": payload})["ok"]
         slabs = owned_by(writer.pid, namespace)
         assert len(slabs) == 2  # an arena and a slab of its own for the 4 MiB tensor
         writer.kill()
@@ -56,7 +56,7 @@ def test_killed_producer_is_swept_at_start_up(make_connector, namespace) -> None
 def test_killed_producer_is_swept_periodically(make_connector, namespace) -> None:
     survivor = make_connector(sweep_interval_s=0)
     with Child({"namespace": namespace}) as writer:
-        assert writer.call(op="put", key="orphan", payload={"kind": "dict", "n": 10, "value": 1})["ok"]
+        assert writer.call({"op": "put", "key": "orphan", "payload": {"kind": "dict", "n": 10, "value": 1}})["ok"]
         writer.kill()
     assert entries_of(namespace)
     assert survivor.get("0", "1", "some-other-key") is None  # any put/get runs the (due) sweep
@@ -66,7 +66,7 @@ def test_killed_producer_is_swept_periodically(make_connector, namespace) -> Non
 
 def test_live_producer_is_never_swept(make_connector, namespace) -> None:
     with Child({"namespace": namespace}) as writer:
-        assert writer.call(op="put", key="alive", payload={"kind": "dict", "n": 10, "value": 7})["ok"]
+        assert writer.call({"op": "put", "key": "alive", "payload": {"kind": "dict", "n": 10, "value": 7}})["ok"]
         before = entries_of(namespace)
         other = make_connector(sweep_interval_s=0)
         other.reap_consumed()
@@ -173,7 +173,7 @@ def test_two_producer_processes_racing_on_one_key(make_connector, namespace) -> 
     payload = {"kind": "dict", "n": 4096, "value": 0}
     with Child({"namespace": namespace}) as a, Child({"namespace": namespace}) as b:
         for child in (a, b):
-            child.send(op="put_many", key="contested", payload=payload, count=200)
+            child.send({"op": "put_many", "key": "contested", "payload": payload, "count": 200})
         values = []
         done = threading.Event()
         answers = []
@@ -242,7 +242,7 @@ def test_slabs_are_private_to_their_user(make_connector, namespace) -> None:
 
 def test_unconsumed_payloads_of_a_closed_connector_are_gone(make_connector, namespace) -> None:
     with Child({"namespace": namespace}) as writer:
-        assert writer.call(op="put", key="left", payload={"kind": "tensor", "n": 1000, "value": 3})["ok"]
+        assert writer.call({"op": "put", "key": "left", "payload": {"kind": "tensor", "n": 1000, "value": 3}})["ok"]
     assert not entries_of(namespace)
     assert make_connector().get("0", "1", "left") is None
 
@@ -268,4 +268,3 @@ def test_exit_without_close_removes_everything(namespace) -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert not entries_of(namespace)
-

@@ -6,8 +6,17 @@ import pytest
 import torch
 from children import Child
 
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.int8, torch.uint8, torch.int64,
-          torch.bool, torch.complex64]
+DTYPES = [
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float8_e4m3fn,
+    torch.int8,
+    torch.uint8,
+    torch.int64,
+    torch.bool,
+    torch.complex64,
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -37,7 +46,7 @@ def test_big_tensor_from_another_process(make_connector, namespace) -> None:
     consumer = make_connector()
     with Child({"namespace": namespace}) as writer:
         n = 16 << 20  # 64 MiB of float32
-        assert writer.call(op="put", key="big", payload={"kind": "tensor", "n": n, "value": 2})["ok"]
+        assert writer.call({"op": "put", "key": "big", "payload": {"kind": "tensor", "n": n, "value": 2}})["ok"]
         tensor = consumer.get("0", "1", "big")[0]
         assert tensor.numel() == n and bool((tensor == 2).all())
 
@@ -72,7 +81,7 @@ def test_many_producer_processes_one_consumer(make_connector, namespace) -> None
     try:
         for w, writer in enumerate(writers):
             for i in range(20):
-                writer.send(op="put", key=f"w{w}-{i}", payload={"kind": "dict", "n": 100 + i, "value": w})
+                writer.send({"op": "put", "key": f"w{w}-{i}", "payload": {"kind": "dict", "n": 100 + i, "value": w}})
         for writer in writers:
             assert all(writer.read()["ok"] for _ in range(20))
         for w in range(3):

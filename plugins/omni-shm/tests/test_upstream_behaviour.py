@@ -194,8 +194,10 @@ def test_keys_too_long_for_a_file_name_still_work(make_connector) -> None:
     assert consumer.get("0", "1", key)[0] == "long"
 
 
-@pytest.mark.parametrize("extra", [{"namespace": "has-dash"}, {"namespace": ""}, {"readers": 0},
-                                   {"shm_dir": "/no/such/dir"}, {"ttl_seconds": -1}])
+@pytest.mark.parametrize(
+    "extra",
+    [{"namespace": "has-dash"}, {"namespace": ""}, {"readers": 0}, {"shm_dir": "/no/such/dir"}, {"ttl_seconds": -1}],
+)
 def test_bad_config_is_rejected(namespace, extra) -> None:
     with pytest.raises(ValueError):
         OmniConnectorFactory.create_connector(ConnectorSpec("SharedMemoryConnector", {"namespace": namespace, **extra}))
