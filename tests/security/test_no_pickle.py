@@ -51,6 +51,14 @@ def test_no_distribution_imports_a_pickling_module_or_evaluates_code() -> None:
     assert not violations, violations
 
 
+def test_no_module_in_the_repository_imports_a_pickling_module() -> None:
+    """Tests, benchmarks and the reliability campaign included: the pickles fed to decoders are written out."""
+    sources = [path for path in ROOT.rglob("*.py") if not {".nox", ".venv", ".git"} & set(path.parts)]
+    assert len(sources) > 150, "the whole repository was scanned"
+    imports = [v for path in sources for v in _violations(path) if v.rsplit(":", 1)[1].startswith(("import", "from"))]
+    assert not imports, imports
+
+
 def test_the_scanner_sees_what_it_forbids(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("import pickle\nfrom multiprocessing import Pool\nimport torch\ntorch.load('x')\neval('1')\n")
