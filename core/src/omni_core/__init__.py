@@ -59,6 +59,7 @@ _LAZY: dict[str, str] = {
     "expand_env_int": "envexpand",
     "AUTO_HOST_VALUES": "envexpand",
     "resolve_host": "hosts",
+    "did_you_mean": "suggest",
     "lazy_names": "lazy",
     "ConfigError": "errors",
     "EnvVarExpansionError": "errors",
@@ -123,3 +124,4 @@ if TYPE_CHECKING:
         serialize_obj,
     )
     from .spec import ConnectorSpec, OmniTransferConfig
+    from .suggest import did_you_mean
