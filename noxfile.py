@@ -26,10 +26,12 @@ PLUGIN_DIR = {
     "yuanrong": "./plugins/omni-yuanrong",
     "coordinator": "./plugins/omni-coordinator",
 }
+#: Plugins with a heavy backend (Ray): installed by their own sessions only, never by `cross` or `reliability`.
+HEAVY_PLUGIN_DIR = {"ray": "./plugins/omni-ray"}
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
-PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "cross"]
+PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "ray", "cross"]
 
 
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
@@ -58,9 +60,13 @@ def _install(session: nox.Session, package: str) -> list[str]:
         session.install("numpy", "matplotlib", CORE, *plugins, *DUMMY_PLUGINS)
         return ["tests"]
     _ensure_system_libs(session, package)
-    target = PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else "")
-    session.install("numpy", CORE, target)  # numpy: the kit's ndarray payloads
-    return [PLUGIN_DIR[package].removeprefix("./") + "/tests"]
+    plugin_dir = _plugin_dir(package)
+    session.install("numpy", CORE, plugin_dir + ("[cpu]" if package == "mooncake" else ""))  # numpy: ndarray payloads
+    return [plugin_dir.removeprefix("./") + "/tests"]
+
+
+def _plugin_dir(package: str) -> str:
+    return {**PLUGIN_DIR, **HEAVY_PLUGIN_DIR}[package]
 
 
 @nox.session(python="3.11")
@@ -116,9 +122,9 @@ def bench(session: nox.Session) -> None:
     selected = session.posargs or ["shm"]
     session.install(TORCH)
     for package in selected:
-        bench_dir = f"{PLUGIN_DIR[package]}/benchmarks"
+        bench_dir = f"{_plugin_dir(package)}/benchmarks"
         _ensure_system_libs(session, package)
         session.install("-r", f"{bench_dir}/requirements.txt")
-        session.install(CORE, PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else ""))
+        session.install(CORE, _plugin_dir(package) + ("[cpu]" if package == "mooncake" else ""))
         script = f"{bench_dir}/bench_{package}.py"
         session.run("python", script, "--out", f"bench-results/{package}")

@@ -8,7 +8,6 @@ import threading
 import uuid
 from typing import Any
 
-import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
@@ -24,8 +23,12 @@ from omni_core import (
 
 from . import session
 from .owner import OwnerDirectory, OwnerExiting
+from .staging import StagingArea
 
 logger = logging.getLogger(__name__)
+#: Frames up to this size come back in the claim's answer (one copy on the owner's node); larger ones are
+#: fetched by reference after the claim (no copy, one more round trip).
+BY_VALUE_MAX = 4 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,7 @@ class RaySettings:
     device: str | None = None
     call_timeout_s: float = 30.0
     owner_idle_s: float = 60.0
+    staging_bytes: int = 64 << 20
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> RaySettings:
@@ -52,6 +56,8 @@ class RaySettings:
         for field in ("ttl_seconds", "call_timeout_s", "owner_idle_s"):
             if getattr(settings, field) <= 0:
                 raise ConfigError(f"RayConnector key {field!r} must be > 0, got {getattr(settings, field)}")
+        if settings.staging_bytes < 0:
+            raise ConfigError(f"RayConnector key 'staging_bytes' must be >= 0, got {settings.staging_bytes}")
         return settings
 
 
@@ -82,6 +88,7 @@ class RayConnector(OmniConnectorBase):
         self.connector_id = uuid.uuid4().hex
         self._owners = OwnerDirectory(settings.namespace, self.node_id, settings.owner_idle_s)
         self._owners.local()  # started now, so the first put does not wait for it
+        self._staging = StagingArea(settings.staging_bytes)
         self._metrics = {"puts": 0, "gets": 0, "bytes_transferred": 0, "bytes_received": 0, "errors": 0}
         self._lock = threading.Lock()
 
@@ -93,12 +100,12 @@ class RayConnector(OmniConnectorBase):
         settings = self.settings
         try:
             payload = OmniSerializer.prepare(data)
-            frame = np.empty(payload.nbytes, dtype=np.uint8)
-            payload.write_into(frame)
-            self._owners.call_local(
-                "hold", put_key, frame, self.connector_id, settings.readers, settings.ttl_seconds,
-                timeout=settings.call_timeout_s,
-            )  # fmt: skip
+            with self._staging.frame(payload.nbytes) as frame:
+                payload.write_into(frame)
+                self._owners.call_local(
+                    "hold", put_key, frame, self.connector_id, settings.readers, settings.ttl_seconds,
+                    timeout=settings.call_timeout_s,
+                )  # fmt: skip
         except Exception as exc:  # put reports failure as (False, 0, None), by contract
             logger.warning("RayConnector put of %r failed: %s", put_key, exc)
             self._count("errors")
@@ -113,11 +120,13 @@ class RayConnector(OmniConnectorBase):
         """Claim and decode the payload under ``get_key``; None if there is none (yet) for this reader."""
         validate_key(get_key)
         self._check_open()
-        ref = self._claim(get_key, _owner_from(metadata))
-        if ref is None:
+        owner, size = _handle_from(metadata)
+        by_value = size is not None and size <= BY_VALUE_MAX
+        taken = self._claim(get_key, owner, by_value)
+        if taken is None:
             return None
         try:
-            frame = ray.get(ref, timeout=self.settings.call_timeout_s)
+            frame = taken if by_value else ray.get(taken, timeout=self.settings.call_timeout_s)
             obj = OmniSerializer.deserialize(frame, zero_copy=self.settings.zero_copy, device=self.settings.device)
         except (RayError, SerializationError) as exc:  # the object was lost (its node died) or is corrupt
             logger.warning("RayConnector get of %r failed after it was claimed: %s", get_key, exc)
@@ -164,15 +173,16 @@ class RayConnector(OmniConnectorBase):
         session.detach(self._shared_session)
 
     # -- internals ------------------------------------------------------------------------
-    def _claim(self, key: str, owner: str | None) -> Any | None:
-        """The reference to ``key`` taken from its owner (or from the first owner holding it), or None."""
+    def _claim(self, key: str, owner: str | None, by_value: bool) -> Any | None:
+        """``key`` taken from its owner (or the first owner holding it): the frame ``by_value``, else its reference."""
         names = [owner] if owner else self._owners.names()
         for name in names:
             handle = self._owners.find(name)
             if handle is None:
                 continue
+            take = handle.take_value if by_value else handle.take
             try:
-                refs = ray.get(handle.take.remote(key, self.connector_id), timeout=self.settings.call_timeout_s)
+                taken = ray.get(take.remote(key, self.connector_id), timeout=self.settings.call_timeout_s)
             except (RayActorError, OwnerExiting):
                 self._owners.forget(name)
                 continue
@@ -180,8 +190,8 @@ class RayConnector(OmniConnectorBase):
                 logger.warning("RayConnector get of %r: owner %s did not answer", key, name)
                 self._count("errors")
                 continue
-            if refs:
-                return refs[0]
+            if taken is not None:
+                return taken if by_value else taken[0]
         return None
 
     def _check_open(self) -> None:
@@ -195,8 +205,11 @@ class RayConnector(OmniConnectorBase):
                 self._metrics[bytes_counter] += nbytes
 
 
-def _owner_from(metadata: dict[str, Any] | None) -> str | None:
-    """The owner name a ``put``'s metadata carries; None for other metadata (then every owner is asked)."""
+def _handle_from(metadata: dict[str, Any] | None) -> tuple[str | None, int | None]:
+    """The owner name and frame size a ``put``'s metadata carries; Nones for other metadata (then every owner
+    is asked, for the reference)."""
     handle = metadata.get("ray") if isinstance(metadata, dict) else None
-    owner = handle.get("owner") if isinstance(handle, dict) else None
-    return owner if isinstance(owner, str) and owner else None
+    if not isinstance(handle, dict) or not isinstance(handle.get("owner"), str) or not handle["owner"]:
+        return None, None
+    size = metadata.get("size")  # type: ignore[union-attr]
+    return handle["owner"], size if isinstance(size, int) and not isinstance(size, bool) else None

@@ -60,6 +60,13 @@ def omni_register_connectors() -> list[ConnectorRegistration]:
                     "a node's payload owner exits after holding nothing "
                     "for this many seconds (the next put starts a new one)",
                 ),
+                ConfigKey(
+                    "staging_bytes",
+                    int,
+                    64 << 20,
+                    "reused memory that put serializes frames into before handing them to the owner; "
+                    "larger frames get fresh memory; 0 = always fresh",
+                ),
             ),
             install_hint="pip install omni-ray",
             requires=("ray",),

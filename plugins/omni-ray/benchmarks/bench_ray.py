@@ -1,0 +1,205 @@
+"""RayConnector against raw ``ray.put`` / ``ray.get`` between actors on two nodes, in one run.
+
+    python bench_ray.py --out DIR [--sizes 1,16,64] [--reps 12]
+
+A Ray cluster of two test hosts (network namespaces; needs root): a producer actor on node A, a consumer
+actor on node B.  Each transfer is timed by the driver from the producer's call to the consumer's answer:
+
+- raw: the producer ``ray.put``s a numpy array and returns the reference; the consumer ``ray.get``s it;
+- RayConnector: the producer ``put``s the same array and returns the metadata; the consumer ``get``s it.
+
+Two rows per size: the consumer keeps a read-only view (raw ``ray.get``; ``zero_copy: true``) or gets an
+array of its own (raw ``ray.get`` + copy; the default).  Raw and connector transfers alternate rep by rep,
+so machine noise hits both alike.  ``ratio`` = raw time / connector time (1.0 = no overhead; target >= 0.9),
+of the minimum and of the median.  Writes results.json, results.md and results.png into DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from omni_core import ConnectorSpec, OmniConnectorFactory
+from omni_ray import remove_payload_owners
+from omni_ray.testing import RayTestCluster, host_resource
+
+MIB = 1 << 20
+EDGE = ("0", "1")
+NAMESPACE = "omni-bench"
+
+
+@dataclass
+class Row:
+    size: str
+    consumer_keeps: str
+    connector_min_ms: float
+    connector_median_ms: float
+    raw_min_ms: float
+    raw_median_ms: float
+
+    @property
+    def ratio_min(self) -> float:
+        return self.raw_min_ms / self.connector_min_ms
+
+    @property
+    def ratio_median(self) -> float:
+        return self.raw_median_ms / self.connector_median_ms
+
+
+@ray.remote(num_cpus=0)
+class Producer:
+    def __init__(self) -> None:
+        self.connector = OmniConnectorFactory.create_connector(ConnectorSpec("RayConnector", {"namespace": NAMESPACE}))
+        self.arrays: dict[int, np.ndarray] = {}
+
+    def _array(self, nbytes: int) -> np.ndarray:
+        return self.arrays.setdefault(nbytes, np.random.default_rng(nbytes).integers(0, 255, nbytes, dtype=np.uint8))
+
+    def put_raw(self, nbytes: int) -> list[Any]:
+        return [ray.put(self._array(nbytes))]  # in a list: the consumer gets the reference, not the object
+
+    def put(self, key: str, nbytes: int) -> dict[str, Any]:
+        ok, _, metadata = self.connector.put(*EDGE, key, self._array(nbytes))
+        assert ok and metadata is not None
+        return metadata
+
+    def node_ip(self) -> str:
+        return ray.util.get_node_ip_address()
+
+
+@ray.remote(num_cpus=0)
+class Consumer:
+    def __init__(self) -> None:
+        extra = {"namespace": NAMESPACE}
+        self.copying = OmniConnectorFactory.create_connector(ConnectorSpec("RayConnector", extra))
+        self.viewing = OmniConnectorFactory.create_connector(
+            ConnectorSpec("RayConnector", {**extra, "zero_copy": True})
+        )
+
+    def get_raw(self, refs: list[Any], copy: bool) -> int:
+        array = ray.get(refs[0])
+        return int((array.copy() if copy else array).nbytes)
+
+    def get(self, key: str, metadata: dict[str, Any], copy: bool) -> int:
+        result = (self.copying if copy else self.viewing).get(*EDGE, key, metadata)
+        assert result is not None, key
+        return int(result[0].nbytes)
+
+    def node_ip(self) -> str:
+        return ray.util.get_node_ip_address()
+
+
+def transfer_raw(producer: Any, consumer: Any, nbytes: int, copy: bool) -> float:
+    started = time.perf_counter()
+    refs = ray.get(producer.put_raw.remote(nbytes))
+    assert ray.get(consumer.get_raw.remote(refs, copy)) == nbytes
+    elapsed = time.perf_counter() - started
+    del refs
+    return elapsed
+
+
+def transfer(producer: Any, consumer: Any, key: str, nbytes: int, copy: bool) -> float:
+    started = time.perf_counter()
+    metadata = ray.get(producer.put.remote(key, nbytes))
+    assert ray.get(consumer.get.remote(key, metadata, copy)) == nbytes
+    return time.perf_counter() - started
+
+
+def measure(producer: Any, consumer: Any, size_mib: int, reps: int) -> list[Row]:
+    nbytes = size_mib * MIB
+    rows = []
+    for copy in (False, True):
+        raw, ours = [], []
+        for rep in range(reps + 2):  # two warm-up rounds
+            raw_s = transfer_raw(producer, consumer, nbytes, copy)
+            ours_s = transfer(producer, consumer, f"b{size_mib}-{int(copy)}-{rep}", nbytes, copy)
+            if rep >= 2:
+                raw.append(raw_s * 1e3)
+                ours.append(ours_s * 1e3)
+        keeps = "its own copy" if copy else "a read-only view"
+        rows.append(Row(f"{size_mib} MiB", keeps, min(ours), statistics.median(ours), min(raw), statistics.median(raw)))
+        print(f"{size_mib:>3} MiB, consumer keeps {keeps}: ratio min {rows[-1].ratio_min:.2f} "
+              f"median {rows[-1].ratio_median:.2f}", file=sys.stderr)  # fmt: skip
+    return rows
+
+
+def markdown(rows: list[Row], where: str) -> str:
+    lines = [
+        f"RayConnector vs raw `ray.put`/`ray.get`, producer actor on {where[0]}, consumer actor on {where[1]}; "
+        "ratio = raw / connector time (target >= 0.9).",
+        "",
+        "| size | consumer keeps | connector min / median ms | raw min / median ms | ratio min / median |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.size} | {r.consumer_keeps} | {r.connector_min_ms:.2f} / {r.connector_median_ms:.2f} | "
+            f"{r.raw_min_ms:.2f} / {r.raw_median_ms:.2f} | {r.ratio_min:.2f} / {r.ratio_median:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.size}\n{r.consumer_keeps}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.bar(x - 0.2, [r.ratio_min for r in rows], 0.4, label="ratio of minimums")
+    ax.bar(x + 0.2, [r.ratio_median for r in rows], 0.4, label="ratio of medians")
+    ax.axhline(0.9, color="red", linestyle="--", label="target 0.9")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("raw time / RayConnector time")
+    ax.set_title("RayConnector vs raw ray.put / ray.get, two nodes")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="directory for results.json, results.md, results.png")
+    parser.add_argument("--sizes", default="1,16,64", help="payload sizes in MiB, comma-separated")
+    parser.add_argument("--reps", type=int, default=12, help="timed transfers per row and side")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with RayTestCluster(2, object_store_bytes=400 * 10**6) as cluster:
+        cluster.connect_driver()
+        cluster.wait_nodes(2)
+        producer = Producer.options(resources={host_resource(1): 0.01}).remote()
+        consumer = Consumer.options(resources={host_resource(2): 0.01}).remote()
+        where = ray.get([producer.node_ip.remote(), consumer.node_ip.remote()])
+        assert where[0] != where[1], where
+        rows = [row for size in args.sizes.split(",") for row in measure(producer, consumer, int(size), args.reps)]
+        remove_payload_owners(NAMESPACE)
+    table = markdown(rows, where)
+    print(table)
+    (args.out / "results.md").write_text(table)
+    plot(rows, args.out / "results.png")
+    environment = {
+        "python": platform.python_version(), "ray": version("ray"), "machine": platform.machine(),
+        "cpus": os.cpu_count(), "reps": args.reps,
+    }  # fmt: skip
+    results = [{**asdict(r), "ratio_min": r.ratio_min, "ratio_median": r.ratio_median} for r in rows]
+    (args.out / "results.json").write_text(json.dumps({"environment": environment, "rows": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
