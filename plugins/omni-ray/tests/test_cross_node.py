@@ -49,11 +49,20 @@ def store_bytes_used() -> int:
     return int(ray.cluster_resources()["object_store_memory"] - ray.available_resources()["object_store_memory"])
 
 
-def test_payload_outlives_its_putter_and_crosses_nodes(ray_cluster: RayTestCluster, namespace: str) -> None:
+def expected_checksum(kind: str) -> str:
+    if kind.startswith("bytes:"):
+        import torch
+
+        return checksum(torch.ones(int(kind.removeprefix("bytes:")), dtype=torch.uint8))
+    return checksum(make_payload(kind))
+
+
+@pytest.mark.parametrize("kind", ["tensor_1mib", f"bytes:{8 << 20}"])  # back in the claim's answer / by reference
+def test_payload_outlives_its_putter_and_crosses_nodes(ray_cluster: RayTestCluster, namespace: str, kind: str) -> None:
     """Put on host 2, SIGKILL the putter, get on host 3: the owner actor keeps the payload for the reader."""
     spec = ray_spec(ray_cluster, namespace)
     putter = ray_cluster.hosts.host(2).child_connector(spec)
-    answer = putter.call({"op": "put", "from": "0", "to": "1", "key": "outlives", "kind": "tensor_1mib"})
+    answer = putter.call({"op": "put", "from": "0", "to": "1", "key": "outlives", "kind": kind})
     putter.kill()
     assert answer["ok"], answer
     assert answer["metadata"]["ray"]["node_ip"] == ray_cluster.hosts.host(2).address
@@ -61,7 +70,7 @@ def test_payload_outlives_its_putter_and_crosses_nodes(ray_cluster: RayTestClust
         got = getter.call({"op": "get", "from": "0", "to": "1", "key": "outlives",
                            "metadata": answer["metadata"], "timeout": 20})  # fmt: skip
     assert got["found"], got
-    assert got["checksum"] == checksum(make_payload("tensor_1mib"))
+    assert got["checksum"] == expected_checksum(kind)
     assert got["size"] == answer["size"]
 
 
