@@ -42,20 +42,21 @@ NAMESPACE = "omni-bench"
 
 @dataclass
 class Row:
+    """One size and consumer kind: connector and raw times (ms), and their ratios raw / connector."""
+
     size: str
     consumer_keeps: str
-    connector_min_ms: float
-    connector_median_ms: float
-    raw_min_ms: float
-    raw_median_ms: float
+    connector_ms: list[float]
+    raw_ms: list[float]
 
-    @property
-    def ratio_min(self) -> float:
-        return self.raw_min_ms / self.connector_min_ms
-
-    @property
-    def ratio_median(self) -> float:
-        return self.raw_median_ms / self.connector_median_ms
+    def stats(self) -> dict[str, float]:
+        ours = {"min": min(self.connector_ms), "median": statistics.median(self.connector_ms)}
+        raw = {"min": min(self.raw_ms), "median": statistics.median(self.raw_ms)}
+        return {
+            **{f"connector_{k}_ms": v for k, v in ours.items()},
+            **{f"raw_{k}_ms": v for k, v in raw.items()},
+            **{f"ratio_{k}": raw[k] / ours[k] for k in ours},
+        }
 
 
 @ray.remote(num_cpus=0)
@@ -129,9 +130,10 @@ def measure(producer: Any, consumer: Any, size_mib: int, reps: int) -> list[Row]
                 raw.append(raw_s * 1e3)
                 ours.append(ours_s * 1e3)
         keeps = "its own copy" if copy else "a read-only view"
-        rows.append(Row(f"{size_mib} MiB", keeps, min(ours), statistics.median(ours), min(raw), statistics.median(raw)))
-        print(f"{size_mib:>3} MiB, consumer keeps {keeps}: ratio min {rows[-1].ratio_min:.2f} "
-              f"median {rows[-1].ratio_median:.2f}", file=sys.stderr)  # fmt: skip
+        rows.append(Row(f"{size_mib} MiB", keeps, ours, raw))
+        stats = rows[-1].stats()
+        print(f"{size_mib:>3} MiB, consumer keeps {keeps}: ratio min {stats['ratio_min']:.2f} "
+              f"median {stats['ratio_median']:.2f}", file=sys.stderr)  # fmt: skip
     return rows
 
 
@@ -144,9 +146,10 @@ def markdown(rows: list[Row], where: str) -> str:
         "|---|---|---|---|---|",
     ]
     for r in rows:
+        s = r.stats()
         lines.append(
-            f"| {r.size} | {r.consumer_keeps} | {r.connector_min_ms:.2f} / {r.connector_median_ms:.2f} | "
-            f"{r.raw_min_ms:.2f} / {r.raw_median_ms:.2f} | {r.ratio_min:.2f} / {r.ratio_median:.2f} |"
+            f"| {r.size} | {r.consumer_keeps} | {s['connector_min_ms']:.2f} / {s['connector_median_ms']:.2f} | "
+            f"{s['raw_min_ms']:.2f} / {s['raw_median_ms']:.2f} | {s['ratio_min']:.2f} / {s['ratio_median']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -160,8 +163,8 @@ def plot(rows: list[Row], path: Path) -> None:
     labels = [f"{r.size}\n{r.consumer_keeps}" for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(9, 4))
-    ax.bar(x - 0.2, [r.ratio_min for r in rows], 0.4, label="ratio of minimums")
-    ax.bar(x + 0.2, [r.ratio_median for r in rows], 0.4, label="ratio of medians")
+    ax.bar(x - 0.2, [r.stats()["ratio_min"] for r in rows], 0.4, label="ratio of minimums")
+    ax.bar(x + 0.2, [r.stats()["ratio_median"] for r in rows], 0.4, label="ratio of medians")
     ax.axhline(0.9, color="red", linestyle="--", label="target 0.9")
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("raw time / RayConnector time")
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(), "ray": version("ray"), "machine": platform.machine(),
         "cpus": os.cpu_count(), "reps": args.reps,
     }  # fmt: skip
-    results = [{**asdict(r), "ratio_min": r.ratio_min, "ratio_median": r.ratio_median} for r in rows]
+    results = [{**asdict(r), **r.stats()} for r in rows]
     (args.out / "results.json").write_text(json.dumps({"environment": environment, "rows": results}, indent=2))
     return 0
 
