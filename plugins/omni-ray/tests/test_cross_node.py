@@ -57,7 +57,7 @@ def expected_checksum(kind: str) -> str:
     return checksum(make_payload(kind))
 
 
-@pytest.mark.parametrize("kind", ["tensor_1mib", f"bytes:{8 << 20}"])  # back in the claim's answer / by reference
+@pytest.mark.parametrize("kind", ["request_dict", f"bytes:{8 << 20}"])  # in the owner's memory / its object store
 def test_payload_outlives_its_putter_and_crosses_nodes(ray_cluster: RayTestCluster, namespace: str, kind: str) -> None:
     """Put on host 2, SIGKILL the putter, get on host 3: the owner actor keeps the payload for the reader."""
     spec = ray_spec(ray_cluster, namespace)

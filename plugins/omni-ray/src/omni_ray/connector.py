@@ -26,9 +26,6 @@ from .owner import OwnerDirectory, OwnerExiting
 from .staging import StagingArea
 
 logger = logging.getLogger(__name__)
-#: Frames up to this size come back in the claim's answer (one copy on the owner's node); larger ones are
-#: fetched by reference after the claim (no copy, one more round trip).
-BY_VALUE_MAX = 4 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +117,11 @@ class RayConnector(OmniConnectorBase):
         """Claim and decode the payload under ``get_key``; None if there is none (yet) for this reader."""
         validate_key(get_key)
         self._check_open()
-        owner, size = _handle_from(metadata)
-        by_value = size is not None and size <= BY_VALUE_MAX
-        taken = self._claim(get_key, owner, by_value)
-        if taken is None:
+        ref = self._claim(get_key, _owner_from(metadata))
+        if ref is None:
             return None
         try:
-            frame = taken if by_value else ray.get(taken, timeout=self.settings.call_timeout_s)
+            frame = ray.get(ref, timeout=self.settings.call_timeout_s)
             obj = OmniSerializer.deserialize(frame, zero_copy=self.settings.zero_copy, device=self.settings.device)
         except (RayError, SerializationError) as exc:  # the object was lost (its node died) or is corrupt
             logger.warning("RayConnector get of %r failed after it was claimed: %s", get_key, exc)
@@ -173,16 +168,15 @@ class RayConnector(OmniConnectorBase):
         session.detach(self._shared_session)
 
     # -- internals ------------------------------------------------------------------------
-    def _claim(self, key: str, owner: str | None, by_value: bool) -> Any | None:
-        """``key`` taken from its owner (or the first owner holding it): the frame ``by_value``, else its reference."""
+    def _claim(self, key: str, owner: str | None) -> Any | None:
+        """The reference to ``key`` taken from its owner (or from the first owner holding it), or None."""
         names = [owner] if owner else self._owners.names()
         for name in names:
             handle = self._owners.find(name)
             if handle is None:
                 continue
-            take = handle.take_value if by_value else handle.take
             try:
-                taken = ray.get(take.remote(key, self.connector_id), timeout=self.settings.call_timeout_s)
+                taken = ray.get(handle.take.remote(key, self.connector_id), timeout=self.settings.call_timeout_s)
             except (RayActorError, OwnerExiting):
                 self._owners.forget(name)
                 continue
@@ -191,7 +185,7 @@ class RayConnector(OmniConnectorBase):
                 self._count("errors")
                 continue
             if taken is not None:
-                return taken if by_value else taken[0]
+                return taken[0]
         return None
 
     def _check_open(self) -> None:
@@ -205,11 +199,8 @@ class RayConnector(OmniConnectorBase):
                 self._metrics[bytes_counter] += nbytes
 
 
-def _handle_from(metadata: dict[str, Any] | None) -> tuple[str | None, int | None]:
-    """The owner name and frame size a ``put``'s metadata carries; Nones for other metadata (then every owner
-    is asked, for the reference)."""
+def _owner_from(metadata: dict[str, Any] | None) -> str | None:
+    """The owner name a ``put``'s metadata carries; None for other metadata (then every owner is asked)."""
     handle = metadata.get("ray") if isinstance(metadata, dict) else None
-    if not isinstance(handle, dict) or not isinstance(handle.get("owner"), str) or not handle["owner"]:
-        return None, None
-    size = metadata.get("size")  # type: ignore[union-attr]
-    return handle["owner"], size if isinstance(size, int) and not isinstance(size, bool) else None
+    owner = handle.get("owner") if isinstance(handle, dict) else None
+    return owner if isinstance(owner, str) and owner else None

@@ -81,15 +81,6 @@ class PayloadOwner:
         finally:
             self._leave()
 
-    def take_value(self, key: str, reader: str) -> Any | None:
-        """Like :meth:`take`, but the frame itself: for small frames one copy here beats a lookup round trip."""
-        self._enter()
-        try:
-            held = self._claim(key, reader)
-            return None if held is None else ray.get(held.ref)
-        finally:
-            self._leave()
-
     def _claim(self, key: str, reader: str) -> _Held | None:
         with self._lock:
             held = self._entries.get(key)
