@@ -18,6 +18,19 @@ def ray_cluster() -> Iterator[RayTestCluster]:
         cluster.connect_driver()
         cluster.wait_nodes(3)
         yield cluster
+        assert_nothing_left()
+
+
+def assert_nothing_left() -> None:
+    """No payload owner and no placement group outlives the tests that made them."""
+    import ray
+    from ray.util.placement_group import placement_group_table
+
+    from omni_ray.owner import OWNER_PREFIX
+
+    owners = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(OWNER_PREFIX)]
+    groups = [g for g in placement_group_table().values() if g["state"] != "REMOVED"]
+    assert owners == [] and groups == [], f"left behind: owners {owners}, placement groups {groups}"
 
 
 def new_namespace() -> str:
