@@ -48,14 +48,22 @@ class Row:
     consumer_keeps: str
     connector_ms: list[float]
     raw_ms: list[float]
+    #: where the time goes, measured inside the actors: ``{"put", "get"}`` -> (connector ms, raw ms) samples
+    inside_ms: dict[str, tuple[list[float], list[float]]]
 
     def stats(self) -> dict[str, float]:
         ours = {"min": min(self.connector_ms), "median": statistics.median(self.connector_ms)}
         raw = {"min": min(self.raw_ms), "median": statistics.median(self.raw_ms)}
+        inside = {
+            f"{side}_{op}_median_ms": statistics.median(samples)
+            for op, pair in self.inside_ms.items()
+            for side, samples in zip(("connector", "raw"), pair, strict=True)
+        }
         return {
             **{f"connector_{k}_ms": v for k, v in ours.items()},
             **{f"raw_{k}_ms": v for k, v in raw.items()},
             **{f"ratio_{k}": raw[k] / ours[k] for k in ours},
+            **inside,
         }
 
 
@@ -68,13 +76,18 @@ class Producer:
     def _array(self, nbytes: int) -> np.ndarray:
         return self.arrays.setdefault(nbytes, np.random.default_rng(nbytes).integers(0, 255, nbytes, dtype=np.uint8))
 
-    def put_raw(self, nbytes: int) -> list[Any]:
-        return [ray.put(self._array(nbytes))]  # in a list: the consumer gets the reference, not the object
+    def put_raw(self, nbytes: int) -> tuple[list[Any], float]:
+        array = self._array(nbytes)
+        started = time.perf_counter()
+        ref = ray.put(array)
+        return [ref], time.perf_counter() - started  # in a list: the consumer gets the reference, not the object
 
-    def put(self, key: str, nbytes: int) -> dict[str, Any]:
-        ok, _, metadata = self.connector.put(*EDGE, key, self._array(nbytes))
+    def put(self, key: str, nbytes: int) -> tuple[dict[str, Any], float]:
+        array = self._array(nbytes)
+        started = time.perf_counter()
+        ok, _, metadata = self.connector.put(*EDGE, key, array)
         assert ok and metadata is not None
-        return metadata
+        return metadata, time.perf_counter() - started
 
     def node_ip(self) -> str:
         return ray.util.get_node_ip_address()
@@ -89,48 +102,59 @@ class Consumer:
             ConnectorSpec("RayConnector", {**extra, "zero_copy": True})
         )
 
-    def get_raw(self, refs: list[Any], copy: bool) -> int:
+    def get_raw(self, refs: list[Any], copy: bool) -> tuple[int, float]:
+        started = time.perf_counter()
         array = ray.get(refs[0])
-        return int((array.copy() if copy else array).nbytes)
+        kept = array.copy() if copy else array
+        return int(kept.nbytes), time.perf_counter() - started
 
-    def get(self, key: str, metadata: dict[str, Any], copy: bool) -> int:
+    def get(self, key: str, metadata: dict[str, Any], copy: bool) -> tuple[int, float]:
+        started = time.perf_counter()
         result = (self.copying if copy else self.viewing).get(*EDGE, key, metadata)
+        elapsed = time.perf_counter() - started
         assert result is not None, key
-        return int(result[0].nbytes)
+        return int(result[0].nbytes), elapsed
 
     def node_ip(self) -> str:
         return ray.util.get_node_ip_address()
 
 
-def transfer_raw(producer: Any, consumer: Any, nbytes: int, copy: bool) -> float:
+def transfer_raw(producer: Any, consumer: Any, nbytes: int, copy: bool) -> tuple[float, float, float]:
+    """(end to end, put inside the producer, get inside the consumer) seconds."""
     started = time.perf_counter()
-    refs = ray.get(producer.put_raw.remote(nbytes))
-    assert ray.get(consumer.get_raw.remote(refs, copy)) == nbytes
+    refs, put_s = ray.get(producer.put_raw.remote(nbytes))
+    got, get_s = ray.get(consumer.get_raw.remote(refs, copy))
     elapsed = time.perf_counter() - started
+    assert got == nbytes
     del refs
-    return elapsed
+    return elapsed, put_s, get_s
 
 
-def transfer(producer: Any, consumer: Any, key: str, nbytes: int, copy: bool) -> float:
+def transfer(producer: Any, consumer: Any, key: str, nbytes: int, copy: bool) -> tuple[float, float, float]:
     started = time.perf_counter()
-    metadata = ray.get(producer.put.remote(key, nbytes))
-    assert ray.get(consumer.get.remote(key, metadata, copy)) == nbytes
-    return time.perf_counter() - started
+    metadata, put_s = ray.get(producer.put.remote(key, nbytes))
+    got, get_s = ray.get(consumer.get.remote(key, metadata, copy))
+    elapsed = time.perf_counter() - started
+    assert got == nbytes
+    return elapsed, put_s, get_s
 
 
 def measure(producer: Any, consumer: Any, size_mib: int, reps: int) -> list[Row]:
     nbytes = size_mib * MIB
     rows = []
     for copy in (False, True):
-        raw, ours = [], []
+        raw: list[tuple[float, ...]] = []
+        ours: list[tuple[float, ...]] = []
         for rep in range(reps + 2):  # two warm-up rounds
             raw_s = transfer_raw(producer, consumer, nbytes, copy)
             ours_s = transfer(producer, consumer, f"b{size_mib}-{int(copy)}-{rep}", nbytes, copy)
             if rep >= 2:
-                raw.append(raw_s * 1e3)
-                ours.append(ours_s * 1e3)
+                raw.append(tuple(t * 1e3 for t in raw_s))
+                ours.append(tuple(t * 1e3 for t in ours_s))
         keeps = "its own copy" if copy else "a read-only view"
-        rows.append(Row(f"{size_mib} MiB", keeps, ours, raw))
+        column = lambda samples, i: [s[i] for s in samples]  # noqa: E731
+        inside = {op: (column(ours, i), column(raw, i)) for i, op in ((1, "put"), (2, "get"))}
+        rows.append(Row(f"{size_mib} MiB", keeps, column(ours, 0), column(raw, 0), inside))
         stats = rows[-1].stats()
         print(f"{size_mib:>3} MiB, consumer keeps {keeps}: ratio min {stats['ratio_min']:.2f} "
               f"median {stats['ratio_median']:.2f}", file=sys.stderr)  # fmt: skip
@@ -150,6 +174,19 @@ def markdown(rows: list[Row], where: str) -> str:
         lines.append(
             f"| {r.size} | {r.consumer_keeps} | {s['connector_min_ms']:.2f} / {s['connector_median_ms']:.2f} | "
             f"{s['raw_min_ms']:.2f} / {s['raw_median_ms']:.2f} | {s['ratio_min']:.2f} / {s['ratio_median']:.2f} |"
+        )
+    lines += [
+        "",
+        "Where the time goes, medians measured inside the actors (connector vs raw):",
+        "",
+        "| size | consumer keeps | `put` vs `ray.put` ms | `get` vs `ray.get` ms |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        s = r.stats()
+        lines.append(
+            f"| {r.size} | {r.consumer_keeps} | {s['connector_put_median_ms']:.2f} vs {s['raw_put_median_ms']:.2f} | "
+            f"{s['connector_get_median_ms']:.2f} vs {s['raw_get_median_ms']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
