@@ -25,11 +25,16 @@ PLUGIN_DIR = {
     "mooncake": "./plugins/omni-mooncake",
     "yuanrong": "./plugins/omni-yuanrong",
     "coordinator": "./plugins/omni-coordinator",
+    "pipeline": "./plugins/omni-pipeline",
 }
+#: The extra each distribution is installed with (the CPU Mooncake wheel; numpy and matplotlib for omni bench).
+EXTRAS = {"mooncake": "[cpu]", "pipeline": "[bench]"}
+#: Other distributions a distribution's tests use: omni run's examples move data over shared memory.
+TEST_DISTRIBUTIONS = {"pipeline": ["shm"]}
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
-PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "cross"]
+PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross"]
 
 
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
@@ -45,6 +50,11 @@ def _ensure_system_libs(session: nox.Session, package: str) -> None:
     session.run(*command, external=True)
 
 
+def _spec(package: str) -> str:
+    """The pip requirement of one distribution of this repository (with its extra)."""
+    return PLUGIN_DIR[package] + EXTRAS.get(package, "")
+
+
 def _install(session: nox.Session, package: str) -> list[str]:
     """Install one distribution (and torch first); return the test paths."""
     session.install(TORCH)
@@ -54,12 +64,11 @@ def _install(session: nox.Session, package: str) -> list[str]:
         return ["core/tests"]
     if package == "cross":
         _ensure_system_libs(session, "mooncake")
-        plugins = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
-        session.install("numpy", "matplotlib", CORE, *plugins, *DUMMY_PLUGINS)
+        session.install("numpy", "matplotlib", CORE, *map(_spec, PLUGIN_DIR), *DUMMY_PLUGINS)
         return ["tests"]
     _ensure_system_libs(session, package)
-    target = PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else "")
-    session.install("numpy", CORE, target)  # numpy: the kit's ndarray payloads
+    others = [_spec(name) for name in TEST_DISTRIBUTIONS.get(package, [])]
+    session.install("numpy", CORE, _spec(package), *others)  # numpy: the kit's ndarray payloads
     return [PLUGIN_DIR[package].removeprefix("./") + "/tests"]
 
 
@@ -93,7 +102,7 @@ def lint(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job: a thinker -> talker -> vocoder pipeline over shared memory (no servers)."""
     session.install(TORCH)
-    session.install(CORE, PLUGIN_DIR["shm"])
+    session.install(CORE, PLUGIN_DIR["shm"], PLUGIN_DIR["pipeline"])
     session.run("omni", "run", "examples/thinker_talker_vocoder.yaml", *session.posargs)
 
 
@@ -105,8 +114,7 @@ def reliability(session: nox.Session) -> None:
     """
     _ensure_system_libs(session, "mooncake")
     session.install(TORCH)
-    plugins = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
-    session.install("numpy", "hypothesis>=6", "atheris", CORE, *plugins)
+    session.install("numpy", "hypothesis>=6", "atheris", CORE, *map(_spec, PLUGIN_DIR))
     session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 
@@ -119,6 +127,6 @@ def bench(session: nox.Session) -> None:
         bench_dir = f"{PLUGIN_DIR[package]}/benchmarks"
         _ensure_system_libs(session, package)
         session.install("-r", f"{bench_dir}/requirements.txt")
-        session.install(CORE, PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else ""))
+        session.install(CORE, _spec(package))
         script = f"{bench_dir}/bench_{package}.py"
         session.run("python", script, "--out", f"bench-results/{package}")

@@ -45,9 +45,13 @@ def test_coordinator_serve_binds_loopback_by_default() -> None:
 
 
 def test_omni_run_starts_its_coordinator_on_loopback() -> None:
-    from omni_core.run.replicas import Router
+    from omni_pipeline.local_launcher import LocalLauncher
+    from omni_pipeline.router import CoordinatorSettings, Router
 
-    router = Router({}, {"policy": "round-robin", "heartbeat_timeout": 1.0})
+    from omni_core import Placement
+
+    settings = CoordinatorSettings.from_config({"policy": "round-robin", "heartbeat_timeout": 1.0})
+    router = Router({}, settings, host=LocalLauncher(Placement(), {"0": 1}).orchestrator_host)
     try:
         bound = ports_of(router.runtime.pid)
         assert len(bound) == 2 and all(hosts == LOOPBACK for hosts in bound.values()), bound
