@@ -7,27 +7,14 @@ import subprocess
 import sys
 
 
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "omni_core.cli.main", "bench", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_bench_writes_json_table_and_plot(tmp_path) -> None:
     out = tmp_path / "bench"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "omni_core.cli.main",
-            "bench",
-            "--connectors",
-            "SharedMemoryConnector",
-            "--sizes",
-            "4KiB,1MiB",
-            "--repeat",
-            "3",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _bench("--connectors", "SharedMemoryConnector", "--sizes", "4KiB,1MiB", "--repeat", "3", "--out", str(out))
     assert done.returncode == 0, done.stderr
     results = json.loads((out / "results.json").read_text())["results"]
     assert {(r["connector"], r["bytes"]) for r in results} == {
@@ -40,20 +27,6 @@ def test_bench_writes_json_table_and_plot(tmp_path) -> None:
 
 
 def test_bench_unknown_connector_fails_before_starting(tmp_path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "omni_core.cli.main",
-            "bench",
-            "--connectors",
-            "NoSuchConnector",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _bench("--connectors", "NoSuchConnector", "--out", str(tmp_path))
     assert done.returncode == 1 and "unknown connector 'NoSuchConnector'" in done.stderr, done.stderr
     assert not (tmp_path / "results.json").exists()

@@ -29,10 +29,15 @@ def test_default_example_delivers_every_payload_exactly_once_and_says_where_each
     assert "every payload arrived intact, exactly once" in done.stdout
 
 
+def _run_default_with(tmp_path: Path, appended: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``omni run`` of the default example with ``appended`` at the end of its config."""
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(DEFAULT.read_text() + appended)
+    return omni_run(str(config), *args)
+
+
 def test_unknown_forwarding_mode_is_named(tmp_path) -> None:
-    config = tmp_path / "sideways.yaml"
-    config.write_text(DEFAULT.read_text() + "  forwarding: sideways\n")
-    done = omni_run(str(config))
+    done = _run_default_with(tmp_path, "  forwarding: sideways\n")
     assert done.returncode == 1
     assert "workload.forwarding must be one of ('stages', 'orchestrator'), got 'sideways'" in done.stderr
 
@@ -52,18 +57,17 @@ def test_bad_config_names_the_edge_and_starts_nothing(tmp_path) -> None:
 
 @pytest.mark.parametrize("where", ["option", "config"])
 def test_an_unknown_launcher_is_an_error_naming_the_valid_ones(tmp_path, where) -> None:
-    config = tmp_path / "launched.yaml"
-    config.write_text(DEFAULT.read_text() + ("launcher: lokal\n" if where == "config" else ""))
-    done = omni_run(str(config), *(["--launcher", "lokal"] if where == "option" else []))
+    if where == "config":
+        done = _run_default_with(tmp_path, "launcher: lokal\n")
+    else:
+        done = _run_default_with(tmp_path, "", "--launcher", "lokal")
     assert done.returncode == 1
     assert "unknown launcher 'lokal' (did you mean 'local'?); valid launchers: local" in done.stderr, done.stderr
 
 
 def test_the_local_launcher_refuses_placement_it_cannot_honour(tmp_path) -> None:
-    config = tmp_path / "ray-only.yaml"
-    config.write_text(DEFAULT.read_text() + "placement:\n  strategy: SPREAD\n"
-                      "  stages: {1: {resources: {host_b: 1}}, 2: {num_gpus: 1}}\n")
-    done = omni_run(str(config))
+    done = _run_default_with(tmp_path, "placement:\n  strategy: SPREAD\n"
+                             "  stages: {1: {resources: {host_b: 1}}, 2: {num_gpus: 1}}\n")
     assert done.returncode == 1
     faults = (("stages.1.resources", "resources"), ("stages.2.num_gpus", "num_gpus"), ("strategy", "strategy"))
     for where, key in faults:
@@ -71,9 +75,7 @@ def test_the_local_launcher_refuses_placement_it_cannot_honour(tmp_path) -> None
 
 
 def test_a_typo_in_the_placement_names_the_closest_key_and_starts_nothing(tmp_path) -> None:
-    config = tmp_path / "typo.yaml"
-    config.write_text(DEFAULT.read_text() + "hosts: {h1: {address: 127.0.0.1}}\nplacement: {stages: {0: {hots: h1}}}\n")
-    done = omni_run(str(config))
+    done = _run_default_with(tmp_path, "hosts: {h1: {address: 127.0.0.1}}\nplacement: {stages: {0: {hots: h1}}}\n")
     assert done.returncode == 1
     assert "placement.stages.0: unknown key 'hots' (did you mean 'host'?)" in done.stderr
 
@@ -162,3 +164,11 @@ def test_a_replica_that_dies_fails_the_run_and_the_others_are_removed(tmp_path) 
     assert run.returncode == 1, err
     assert b"stage 1: no live replica left" in err
     assert not set(replicas.values()) & set(run_processes()), "a stage replica outlived the failed run"
+
+
+def test_a_host_whose_exec_prefix_is_missing_names_the_stage(tmp_path) -> None:
+    done = _run_default_with(tmp_path, "hosts: {h1: {address: 198.18.0.1, exec: [omni-no-such-command]}}\n"
+                             "placement: {stages: {1: {host: h1}}}\n")
+    assert done.returncode == 1
+    assert "stage 1 replica 0: the 'local' launcher could not start it: " in done.stderr
+    assert "omni-no-such-command" in done.stderr

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 
 from omni_core import HostSpec, JsonLinesChild, Launcher, Placement, ReplicaHandle, resolve_host
 
-#: Seconds a replica has to close its connectors and exit when asked, before it gets SIGTERM (which it also
-#: handles by closing them), then SIGKILL.
-CLOSE_GRACE_S = 5.0
+#: Seconds a replica has to exit when asked to close before it gets SIGTERM: one busy with a request (a long get)
+#: closes its connectors on SIGTERM, one already closing them ignores it; SIGKILL follows 5 s later.
+CLOSE_GRACE_S = 2.0
 
 
 class LocalReplica(JsonLinesChild, ReplicaHandle):

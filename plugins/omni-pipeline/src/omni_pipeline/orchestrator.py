@@ -118,7 +118,12 @@ class Run:
             for r in range(count):
                 argv = [sys.executable, "-m", "omni_pipeline.stage", self.config_path, sid,
                         *self.router.replica_options(address_of(sid, r))]
-                self.replicas[sid].append(self.launcher.start_replica(sid, r, argv, {"OMNI_REPLICA_ID": str(r)}))
+                try:
+                    replica = self.launcher.start_replica(sid, r, argv, {"OMNI_REPLICA_ID": str(r)})
+                except OSError as exc:  # e.g. a host's exec prefix that is not installed
+                    raise RunFailed(f"stage {sid} replica {r}: the {self.launcher_name!r} launcher could not start "
+                                    f"it: {exc}") from exc
+                self.replicas[sid].append(replica)
         for replica in self._all():
             try:
                 replica.wait_ready(self.workload.timeout_s + 30)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from omni_core import ConfigError, get_plugin_registry, import_target
 
 
@@ -19,25 +21,15 @@ def state_dir() -> Path:
     return Path(os.environ.get("OMNI_STATE_DIR") or Path.home() / ".cache" / "omni" / "services")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_service(info: dict[str, Any], timeout: float = 20.0) -> None:
     """Stop a recorded service by PID (SIGTERM, then SIGKILL) and remove its work directory."""
     pid = int(info["pid"])
-    if _alive(pid):
+    if psutil.pid_exists(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if psutil.pid_exists(pid):
             os.kill(pid, signal.SIGKILL)
     if info.get("workdir"):
         shutil.rmtree(info["workdir"], ignore_errors=True)
@@ -53,7 +45,7 @@ def up(name: str) -> int:
     record_path = state_dir() / f"{name}.json"
     if record_path.exists():
         info = json.loads(record_path.read_text())
-        if _alive(int(info["pid"])):
+        if psutil.pid_exists(int(info["pid"])):
             print(f"{name} is already running (pid {info['pid']}).\n{info['hint']}")
             return 0
     record_path.parent.mkdir(parents=True, exist_ok=True)

@@ -232,6 +232,7 @@ def main(argv: list[str]) -> int:
                 asked_to_close = True
                 break
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # closing already: let it finish
         worker.close()
     if asked_to_close:  # (at the end of stdin nobody is listening)
         _say({"closed": True})
