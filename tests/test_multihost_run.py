@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from omni_pipeline.testing import edge_rows, replica_rows, run_processes
+from omni_pipeline.testing import edge_rows, marked_env, replica_rows, run_processes
 
 from omni_core.testing.hosts import NamespaceHosts
 
@@ -41,11 +41,11 @@ def _placed_on_hosts(net: NamespaceHosts, tmp_path: Path) -> Path:
     return config
 
 
-def _stage_namespaces(run: subprocess.Popen[str]) -> dict[str, int]:
+def _stage_namespaces(run: subprocess.Popen[str], marker: str) -> dict[str, int]:
     """While ``run`` lasts: the network namespace (inode) each stage's replica runs in, by stage id."""
     seen: dict[str, int] = {}
     while run.poll() is None and len(seen) < 3:
-        for pid in run_processes():
+        for pid in run_processes(marker):
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                 if b"omni_pipeline.stage" in argv:
@@ -58,11 +58,12 @@ def _stage_namespaces(run: subprocess.Popen[str]) -> dict[str, int]:
 
 def test_each_stage_runs_on_its_own_host_and_the_table_names_it(hosts, tmp_path) -> None:
     config = _placed_on_hosts(hosts, tmp_path)
-    before = set(run_processes())
+    env, marker = marked_env()
     orchestrator = [*hosts.host(1).exec_prefix, sys.executable, "-m", "omni_core.cli.main", "run", "--no-progress"]
-    run = subprocess.Popen([*orchestrator, str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen([*orchestrator, str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=env)
     try:
-        namespaces = _stage_namespaces(run)
+        namespaces = _stage_namespaces(run, marker)
         out, err = run.communicate(timeout=300)
     finally:
         if run.poll() is None:
@@ -74,4 +75,4 @@ def test_each_stage_runs_on_its_own_host_and_the_table_names_it(hosts, tmp_path)
                                  for h in hosts.hosts}
     assert all(row[0] == "16" for row in edge_rows(out).values()) and len(edge_rows(out)) == 2
     assert "every payload arrived intact, exactly once" in out
-    assert not set(run_processes()) - before, "a stage replica outlived the run"
+    assert not run_processes(marker), "a stage replica outlived the run"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from omni_pipeline.orchestrator import main
-from omni_pipeline.testing import edge_rows, replica_rows, run_processes
+from omni_pipeline.testing import MARKER_ENV, edge_rows, replica_rows, run_processes
 
 from omni_core import ChildGone, Launcher, LauncherRegistration, ReplicaHandle, get_plugin_registry, hookimpl
 
@@ -105,17 +105,19 @@ def socket_launcher():
     registry.unregister_plugin("socket-launcher")
 
 
-def test_a_launcher_plugin_runs_the_pipeline_through_the_replica_handle_contract(socket_launcher, tmp_path, capsys):
+def test_a_launcher_plugin_runs_the_pipeline_through_the_replica_handle_contract(
+    socket_launcher, tmp_path, capsys, monkeypatch
+):
     config = tmp_path / "small.yaml"
     config.write_text(EXAMPLE.read_text().replace("requests: 24", "requests: 6"))
-    before = set(run_processes())
+    monkeypatch.setenv(MARKER_ENV, marker := f"launcher-test-{os.getpid()}")  # the replicas inherit it
     assert main(str(config), progress=False, launcher="socketpair") == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert all(row[0] == "6" for row in edge_rows(out).values()) and len(edge_rows(out)) == 2
     assert replica_rows(out) == {f"stage {s} replica 0": (f"socket-node-{s}", 6) for s in range(3)}
     assert "host (socketpair launcher)" in out
     assert sorted((r.stage_id, r.replica_id) for r in SocketLauncher.started) == [("0", 0), ("1", 0), ("2", 0)]
-    assert not set(run_processes()) - before, "a replica outlived the run"
+    assert not run_processes(marker), "a replica outlived the run"
 
 
 def test_a_launcher_target_that_is_not_a_launcher_is_named(socket_launcher, tmp_path, capsys):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from omni_pipeline.testing import edge_rows, omni_run, replica_rows, run_processes
+from omni_pipeline.testing import edge_rows, marked_env, omni_run, replica_rows, run_processes
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
@@ -118,52 +118,51 @@ placement:
     assert all(command[3:6] == [sys.executable, "-m", "omni_pipeline.stage"] for command in started)
 
 
-def _start_long_run(tmp_path: Path) -> subprocess.Popen[bytes]:
-    """An ``omni run`` of many small requests, returned once it drives them (its progress bar is drawn)."""
+def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """An ``omni run`` of many small requests, returned (with its marker) once it drives them."""
     config = tmp_path / "long.yaml"
     config.write_text(DEFAULT.read_text().replace("requests: 24", "requests: 100000")
                       .replace("4194304", "4096").replace("kv_cache_bytes: 1048576", "kv_cache_bytes: 0"))
+    env, marker = marked_env()
     run = subprocess.Popen([sys.executable, "-m", "omni_core.cli.main", "run", str(config)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert run.stderr is not None
     seen = b""
     while b"] 0/100000 requests" not in seen:
         chunk = os.read(run.stderr.fileno(), 4096)
         assert chunk, f"omni run ended before driving requests: {seen.decode(errors='replace')}"
         seen += chunk
-    return run
+    return run, marker
 
 
-def _replicas_of(run: subprocess.Popen[bytes]) -> dict[str, int]:
-    """PID of each stage replica ``run`` started, by stage id."""
+def _replicas_of(marker: str) -> dict[str, int]:
+    """PID of each stage replica of the run marked ``marker``, by stage id."""
     found = {}
-    for pid in run_processes():
+    for pid in run_processes(marker):
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"omni_pipeline.stage" in argv and f"PPid:\t{run.pid}\n" in Path(f"/proc/{pid}/status").read_text():
-            found[argv[argv.index(b"omni_pipeline.stage") + 2].decode()] = pid
+        found[argv[argv.index(b"omni_pipeline.stage") + 2].decode()] = pid
     return found
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_removes_every_replica(tmp_path, signum) -> None:
-    run = _start_long_run(tmp_path)
-    replicas = _replicas_of(run)
+    run, marker = _start_long_run(tmp_path)
+    replicas = _replicas_of(marker)
     assert sorted(replicas) == ["0", "1", "2"]
     run.send_signal(signum)  # to the runner only: it stops its replicas itself
     _, err = run.communicate(timeout=120)
     assert run.returncode == 130, err
     assert b"omni run: interrupted; stopping every stage replica" in err
-    assert not set(replicas.values()) & set(run_processes()), "a stage replica outlived the interrupted run"
+    assert not run_processes(marker), "a stage replica outlived the interrupted run"
 
 
 def test_a_replica_that_dies_fails_the_run_and_the_others_are_removed(tmp_path) -> None:
-    run = _start_long_run(tmp_path)
-    replicas = _replicas_of(run)
-    os.kill(replicas["1"], signal.SIGKILL)
+    run, marker = _start_long_run(tmp_path)
+    os.kill(_replicas_of(marker)["1"], signal.SIGKILL)
     _, err = run.communicate(timeout=120)
     assert run.returncode == 1, err
     assert b"stage 1: no live replica left" in err
-    assert not set(replicas.values()) & set(run_processes()), "a stage replica outlived the failed run"
+    assert not run_processes(marker), "a stage replica outlived the failed run"
 
 
 def test_a_host_whose_exec_prefix_is_missing_names_the_stage(tmp_path) -> None:
