@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import vllm_prompts
-from vllm_engines import Engine, close_engines, llm_args
+from vllm_engines import Engine, close_engines, llm_args, tiny_model
 
 from omni_core.testing import require
 
@@ -63,6 +63,7 @@ _reference: _Reference | None = None
 def pytest_collection_modifyitems(items: list[Any]) -> None:
     global _reference
     if importlib.util.find_spec("vllm") is not None and any("reference" in item.fixturenames for item in items):
+        tiny_model()  # made once, before any engine (and its thread) needs it
         _reference = _Reference()
 
 

@@ -1,5 +1,8 @@
 """A vLLM engine in a child process, driven by JSON lines (tests and benchmarks; nothing is pickled).
 
+Parent side: :class:`Engine` (the child in its own process group; ``close``/``kill`` end the whole
+group and remove the shared memory vLLM leaves when its processes are killed).  Child side:
+
 ``python -m omni_vllm.driver '<json>'`` builds ``vllm.LLM(**json["llm"])`` (``kv_transfer_config`` as a
 dict), prints ``{"ready": true, "start_s": ...}`` and answers one JSON line per command line:
 
@@ -8,17 +11,134 @@ dict), prints ``{"ready": true, "start_s": ...}`` and answers one JSON line per 
 - ``{"op": "metrics"}`` -> ``{"metrics": {name: value}}``: vLLM's counters (summed over labels);
 - ``{"op": "close"}`` -> ``{"closed": true}``, then the engine shuts down and the process exits.
 
-Drive it with :class:`omni_core.remote.JsonLinesChild`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+from omni_core.remote import JsonLinesChild
+
+#: Engine start-up can take a minute when several start at once on two cores.
+START_TIMEOUT_S = 300.0
+#: How long one command may take once the engine is up.
+COMMAND_TIMEOUT_S = 300.0
+
+# -- parent side -----------------------------------------------------------------------------------------
+class Engine(JsonLinesChild):
+    """``vllm.LLM`` in a child process group (the driver, its engine core and its workers)."""
+
+    def __init__(self, args: dict[str, Any], *, prefix: Sequence[str] = (), env: dict[str, str] | None = None):
+        command = [*prefix, "setsid", sys.executable, "-m", "omni_vllm.driver", json.dumps({"llm": args})]
+        super().__init__(command, timeout=START_TIMEOUT_S, env={"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})
+        self.timeout = COMMAND_TIMEOUT_S
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], max_tokens: int = 8, params: Sequence[dict | None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Greedy outputs (``tokens``, ``num_cached_tokens``, ``kv_transfer_params``) of one batch."""
+        return self.generate_timed(prompts, max_tokens, params)[0]
+
+    def generate_timed(
+        self, prompts: Sequence[Sequence[int]], max_tokens: int = 8, params: Sequence[dict | None] | None = None
+    ) -> tuple[list[dict[str, Any]], float]:
+        """The outputs of one batch and the seconds ``LLM.generate`` took in the engine's process."""
+        command = {"op": "generate", "prompts": [list(p) for p in prompts], "max_tokens": max_tokens,
+                   "kv_transfer_params": list(params) if params is not None else None}  # fmt: skip
+        answer = self.call(command)
+        return answer["outputs"], answer["seconds"]
+
+    def metrics(self) -> dict[str, float]:
+        return self.call({"op": "metrics"})["metrics"]
+
+    def kill(self) -> None:
+        """SIGKILL the whole engine: driver, engine core and workers."""
+        self._ending(super().kill)
+
+    def close(self) -> None:
+        """Shut the engine down (its connector closes); whatever is left of its group is killed."""
+        self._ending(super().close)
+
+    def _ending(self, end: Callable[[], None]) -> None:
+        """Run ``end``, then kill what is left of the group and remove the shared memory vLLM left behind."""
+        segments = {path for pid in _group(self.proc.pid) for path in _mapped_shm(pid)}
+        try:
+            end()
+        finally:
+            for pid in _group(self.proc.pid):  # members found by pgid: never a recycled pid's group
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for path in segments:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
+def _group(pgid: int) -> list[int]:
+    """Processes of process group ``pgid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry)) == pgid:
+                    members.append(int(entry))
+    return members
+
+
+def _mapped_shm(pid: int) -> set[str]:
+    """vLLM's shared-memory segments (``/dev/shm/psm_*``) process ``pid`` has mapped."""
+    segments = set()
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            path = line.rstrip("\n").partition("/dev/shm/")[2]
+            if path.startswith("psm_"):
+                segments.add(f"/dev/shm/{path.split()[0]}")
+    return segments
+
+
+def start_engines(*makers: Callable[[], Engine]) -> list[Engine]:
+    """Start engines at the same time (start-up is mostly waiting); if one fails, kill the others."""
+    results: list[Engine | BaseException | None] = [None] * len(makers)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = makers[index]()
+        except BaseException as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(makers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failures = [r for r in results if not isinstance(r, Engine)]
+    if failures:
+        for engine in results:
+            if isinstance(engine, Engine):
+                engine.kill()
+        raise RuntimeError(f"engine start failed: {failures[0]!r}") from (
+            failures[0] if isinstance(failures[0], BaseException) else None
+        )
+    return [r for r in results if isinstance(r, Engine)]
+
+
+def close_engines(*engines: Engine | None) -> None:
+    """Close engines at the same time (vLLM's shutdown takes seconds each)."""
+    threads = [threading.Thread(target=e.close) for e in engines if e is not None]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+# -- child side ------------------------------------------------------------------------------------------
 _replies: IO[str] = sys.stdout
 
 
