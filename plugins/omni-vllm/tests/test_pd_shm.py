@@ -1,7 +1,8 @@
 """Prefill and decode vLLM engines in separate processes, KV over SharedMemoryConnector (one host).
 
-One prefill engine (kv_producer) and one decode engine (kv_consumer) serve every test of the module,
-in order; the decode engine's greedy tokens must equal those of a plain engine (the ``reference``).
+One prefill engine (kv_producer) and one decode engine serve every test of the module, in order; the
+decode engine is ``kv_both``, so it saves what it computes too.  Its greedy tokens must equal those
+of a plain engine (the ``reference``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def engines(shm_namespace: str, reference: object) -> Iterator[dict[str, Engine]
     connector = {"name": "SharedMemoryConnector", "extra": {"namespace": shm_namespace}}
     prefill, decode = start_engines(
         lambda: Engine(llm_args(omni_kv_config("kv_producer", connector))),
-        lambda: Engine(llm_args(omni_kv_config("kv_consumer", connector))),
+        lambda: Engine(llm_args(omni_kv_config("kv_both", connector))),
     )
     pair = {"prefill": prefill, "decode": decode}
     yield pair
@@ -54,6 +55,7 @@ def test_decode_loads_what_prefill_saved_and_matches_a_plain_engine(engines, ref
     assert delta(before, after, "vllm:omni_kv_tokens_loaded") == sum(expected)
     assert delta(before, after, "vllm:omni_kv_loads") == 3
     assert delta(before, after, "vllm:omni_kv_load_failures") == 0
+    assert delta(before, after, "vllm:omni_kv_saves") == 3  # kv_both: the prompts with a whole block
     for prompt, out in zip(P.BATCH, outputs, strict=True):
         assert out["tokens"] == reference.tokens(prompt)
 

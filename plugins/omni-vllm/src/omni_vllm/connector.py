@@ -176,12 +176,14 @@ class OmniKVConnector(KVConnectorBase_V1):
     def requires_piecewise_for_cudagraph(cls, extra_config: dict[str, Any]) -> bool:
         return True  # layer-by-layer loads and saves run between the graph's pieces
 
+    @property
+    def requires_kv_delivery(self) -> bool:
+        return False  # a save that never happens is a cache miss on the decode side: it recomputes
+
     def health(self) -> dict[str, Any]:
         """Counters of this side (worker: saves and loads; scheduler: lookups) and the Omni connector's health."""
-        if self._worker is not None:
-            return self._worker.health()
-        scheduler = self._scheduler_side()
-        return {"status": "healthy", **scheduler.counters.totals()}
+        side = self._worker if self._worker is not None else self._scheduler_side()
+        return side.health()
 
     # -- internals -----------------------------------------------------------------------------------
     def _plan(self) -> StepPlan:

@@ -138,9 +138,13 @@ class KVScheduler:
         assert self._connector is not None
         self.counters.add("probes")
         s = self.settings
-        result = self._connector.get_with_deadline(
-            s.from_stage, s.to_stage, manifest_key(name), source, deadline=time.monotonic()
-        )
+        try:
+            result = self._connector.get_with_deadline(
+                s.from_stage, s.to_stage, manifest_key(name), source, deadline=time.monotonic()
+            )
+        except Exception as exc:  # a transport that cannot look the key up is a miss, never a failed request
+            logger.warning("OmniKVConnector: lookup of %r failed (%s); recomputing", name, exc)
+            return None
         if result is None:
             return None
         manifest = read_manifest(result[0], self.num_layers)
@@ -195,6 +199,13 @@ class KVScheduler:
         name, blocks = saved
         return {"do_remote_prefill": True, "do_remote_decode": False, PARAM_NAME: name, PARAM_BLOCKS: blocks,
                 PARAM_SOURCE: self.source}  # fmt: skip
+
+    def health(self) -> dict[str, Any]:
+        """Lookup counters and, on the decode side, the health of the connector lookups go through."""
+        if self._connector is None:
+            return {"status": "healthy", **self.counters.totals()}
+        inner = self._connector.health()
+        return {"status": inner.get("status", "unhealthy"), **self.counters.totals(), "connector": inner}
 
     def close(self) -> None:
         if self._connector is not None:

@@ -52,7 +52,8 @@ class KVWorker:
 
     # -- load ----------------------------------------------------------------------------------------
     def start_load(self, plan: StepPlan) -> None:
-        if plan.loads and self._loader is None:
+        self._finish_load()  # a step's loads end with it; never two loaders at once
+        if plan.loads:
             self._loader = _Loader(self, plan.loads)
 
     def wait_layer(self, layer_name: str) -> None:
@@ -79,9 +80,13 @@ class KVWorker:
         for save in plan.saves:
             if save.name in self._failed_saves:
                 continue
-            ok, size, metadata = self.connector.put(
-                s.from_stage, s.to_stage, layer_key(save.name, index), pack_blocks([kv_layer], save.block_ids)
-            )
+            try:
+                ok, size, metadata = self.connector.put(
+                    s.from_stage, s.to_stage, layer_key(save.name, index), pack_blocks([kv_layer], save.block_ids)
+                )
+            except Exception as exc:  # a save that fails is a future cache miss, never a failed prefill
+                logger.warning("OmniKVConnector: put of layer %d of request %s raised %s", index, save.req_id, exc)
+                ok = False
             if not ok:
                 logger.warning("OmniKVConnector: put of layer %d of request %s failed", index, save.req_id)
                 self._failed_saves.add(save.name)
@@ -100,17 +105,20 @@ class KVWorker:
     def _finish_save(self, save: SaveSpec) -> None:
         s = self.settings
         metadata = self._save_metadata.get(save.name, [])
-        if save.name not in self._failed_saves and len(metadata) == len(self._layers):
-            ok, _, _ = self.connector.put(
-                s.from_stage, s.to_stage, manifest_key(save.name), make_manifest(len(save.block_ids), metadata)
-            )
-            if ok:
-                self.counters.add("saves")
-                self.counters.add("blocks_saved", len(save.block_ids))
-                return
-        self.counters.add("save_failures")
-        for index in range(len(metadata)):
-            self.connector.cleanup(layer_key(save.name, index))
+        try:
+            if save.name not in self._failed_saves and len(metadata) == len(self._layers):
+                ok, _, _ = self.connector.put(
+                    s.from_stage, s.to_stage, manifest_key(save.name), make_manifest(len(save.block_ids), metadata)
+                )
+                if ok:
+                    self.counters.add("saves")
+                    self.counters.add("blocks_saved", len(save.block_ids))
+                    return
+            self.counters.add("save_failures")
+            for index in range(len(metadata)):  # nobody will find them without the manifest: free them now
+                self.connector.cleanup(layer_key(save.name, index))
+        except Exception as exc:
+            logger.warning("OmniKVConnector: completing the save of request %s raised %s", save.req_id, exc)
 
     # -- status --------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
