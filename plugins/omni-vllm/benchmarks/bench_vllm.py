@@ -15,7 +15,10 @@ prefix caching, so every measured prompt is new to the engine.  One repetition a
 - **example-disk**: vLLM's ExampleConnector (kv_both, safetensors files under DIR): a first request saves,
   a second request of the same prompt loads.
 
-TTFT is the wall time of ``LLM.generate(prompt, max_tokens=1)`` inside the engine's process.  Writes
+TTFT is the wall time of ``LLM.generate(prompt, max_tokens=1)`` inside the engine's process.  Each timed
+call starts after SETTLE_S of quiet: vLLM's workers busy-poll their input queue for a second after each
+step (``SpinCondition`` in shm_broadcast), and on two cores an engine that has just run slows the next
+one several times over (a decode right after its prefill took 350-900 ms instead of 70-130 ms).  Writes
 ``results.json`` and ``results.md`` into DIR; ratios are of medians (and of minima) of the same run.
 """
 
@@ -38,6 +41,7 @@ MODEL_DIR = Path(__file__).parent / "bench_model"
 BLOCK_SIZE = 128
 MAX_LEN = 4608
 ENV = {"VLLM_CPU_KVCACHE_SPACE": "2"}
+SETTLE_S = 1.2
 _rng = random.Random(20261204)
 
 
@@ -67,6 +71,12 @@ def counter(engine: Engine, name: str) -> float:
     return engine.metrics().get(name, 0.0)
 
 
+def timed(engine: Engine, text: list[int]) -> float:
+    """Seconds of one ``generate(max_tokens=1)``, started after every engine has gone quiet."""
+    time.sleep(SETTLE_S)
+    return engine.generate_timed([text], max_tokens=1)[1]
+
+
 def measure_pair(producer: Engine, consumer: Engine, lengths: list[int], reps: int, label: str,
                  samples: dict[str, dict[int, list[float]]], recompute: bool) -> dict[str, float]:  # fmt: skip
     """TTFT of loads through the pair (and of recompute on the consumer); bytes and tokens loaded."""
@@ -76,12 +86,12 @@ def measure_pair(producer: Engine, consumer: Engine, lengths: list[int], reps: i
             loaded = prompt(length)
             producer.generate([loaded], max_tokens=1)
             hits = counter(consumer, "vllm:external_prefix_cache_hits")
-            _, seconds = consumer.generate_timed([loaded], max_tokens=1)
+            seconds = timed(consumer, loaded)
             if counter(consumer, "vllm:external_prefix_cache_hits") - hits != loadable(length):
                 raise RuntimeError(f"{label}: the decode engine did not load the prompt of {length} tokens")
             samples[label].setdefault(length, []).append(seconds)
             if recompute:
-                _, seconds = consumer.generate_timed([prompt(length)], max_tokens=1)
+                seconds = timed(consumer, prompt(length))
                 samples["recompute"].setdefault(length, []).append(seconds)
     after = consumer.metrics()
     return {name: after.get(f"vllm:omni_kv_{name}", 0) - before.get(f"vllm:omni_kv_{name}", 0)
@@ -98,7 +108,7 @@ def measure_example(engine: Engine, store: Path, lengths: list[int], reps: int,
             engine.generate([text], max_tokens=1)  # saves
             saved_bytes += _tree_bytes(store) - size
             hits = counter(engine, "vllm:external_prefix_cache_hits")
-            _, seconds = engine.generate_timed([text], max_tokens=1)  # loads
+            seconds = timed(engine, text)  # loads
             loaded = counter(engine, "vllm:external_prefix_cache_hits") - hits
             if loaded <= 0:
                 raise RuntimeError(f"ExampleConnector did not load the prompt of {length} tokens")

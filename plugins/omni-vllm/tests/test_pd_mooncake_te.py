@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import vllm_prompts as P
-from vllm_engines import Engine, close_engines, delta, llm_args, omni_kv_config, start_engines
+from vllm_engines import Engine, close_engines, generate_counted, llm_args, omni_kv_config, start_engines
 
 from omni_core.testing import require
 from omni_core.testing.hosts import NamespaceHosts
@@ -42,17 +42,15 @@ def engines(reference: object) -> Iterator[dict[str, Engine]]:
 def test_decode_on_another_host_loads_what_prefill_saved(engines, reference):
     prefill, decode = engines["prefill"], engines["decode"]
     prefill.generate(P.TE_BATCH, max_tokens=1)
-    before = decode.metrics()
-    outputs = decode.generate(P.TE_BATCH)
-    after = decode.metrics()
+    outputs, grew = generate_counted(decode, P.TE_BATCH)
     expected = [P.loadable_tokens(p) for p in P.TE_BATCH]
     assert expected[1] == 0  # shorter than a block
     # The last two prompts share two blocks in one batch: whether vLLM takes them from the first one's
     # load or loads them twice, every whole block is there and the tokens add up.
     assert [out["num_cached_tokens"] for out in outputs] == expected
-    assert delta(before, after, HITS) + delta(before, after, "vllm:prefix_cache_hits") == sum(expected)
-    assert delta(before, after, HITS) == delta(before, after, "vllm:omni_kv_tokens_loaded") > 0
-    assert delta(before, after, "vllm:omni_kv_load_failures") == 0
+    assert grew(HITS) + grew("vllm:prefix_cache_hits") == sum(expected)
+    assert grew(HITS) == grew("vllm:omni_kv_tokens_loaded") > 0
+    assert grew("vllm:omni_kv_load_failures") == 0
     for prompt, out in zip(P.TE_BATCH, outputs, strict=True):
         assert out["tokens"] == reference.tokens(prompt)
 
@@ -62,12 +60,10 @@ def test_proxy_flow_names_the_prefill_host(engines, reference):
     [routed] = prefill.generate([P.TE_ROUTED], max_tokens=1, params=[{"do_remote_decode": True}])
     params = routed["kv_transfer_params"]
     assert params["remote_omni_source"]["source_host"] == engines["prefill_address"]
-    before = decode.metrics()
-    [out] = decode.generate([P.TE_ROUTED], params=[params])
-    after = decode.metrics()
+    [out], grew = generate_counted(decode, [P.TE_ROUTED], [params])
     # (num_cached_tokens of a remote-prefill request reports the prefill engine's cache, not the load)
-    assert delta(before, after, HITS) == delta(before, after, "vllm:omni_kv_tokens_loaded")
-    assert delta(before, after, HITS) == P.loadable_tokens(P.TE_ROUTED)
+    assert grew(HITS) == grew("vllm:omni_kv_tokens_loaded")
+    assert grew(HITS) == P.loadable_tokens(P.TE_ROUTED)
     assert out["tokens"] == reference.tokens(P.TE_ROUTED)
 
 
@@ -76,9 +72,7 @@ def test_prefill_host_killed_before_decode_means_recompute(engines, reference):
     prefill, decode = engines["prefill"], engines["decode"]
     prefill.generate([P.TE_GONE], max_tokens=1)
     engines.pop("prefill").kill()
-    before = decode.metrics()
-    [out] = decode.generate([P.TE_GONE])
-    after = decode.metrics()
-    assert delta(before, after, "vllm:omni_kv_lookups") == 1
-    assert delta(before, after, HITS) == 0 == out["num_cached_tokens"]
+    [out], grew = generate_counted(decode, [P.TE_GONE])
+    assert grew("vllm:omni_kv_lookups") == 1
+    assert grew(HITS) == 0 == out["num_cached_tokens"]
     assert out["tokens"] == reference.tokens(P.TE_GONE)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 import vllm_prompts as P
-from vllm_engines import BLOCK_SIZE, Engine, close_engines, delta, llm_args, omni_kv_config, start_engines
+from vllm_engines import BLOCK_SIZE, Engine, close_engines, generate_counted, llm_args, omni_kv_config, start_engines
 
 from omni_core import ConnectorSpec, OmniConnectorFactory
 
@@ -45,17 +45,15 @@ def test_decode_loads_what_prefill_saved_and_matches_a_plain_engine(engines, ref
     """A batch of 4: long, shared-prefix, shorter than a block, block-aligned. Hits cover whole blocks."""
     prefill, decode = engines["prefill"], engines["decode"]
     prefill.generate(P.BATCH, max_tokens=1)
-    before = decode.metrics()
-    outputs = decode.generate(P.BATCH)
-    after = decode.metrics()
+    outputs, grew = generate_counted(decode, P.BATCH)
     expected = [P.loadable_tokens(p) for p in P.BATCH]
     assert expected == [9 * BLOCK_SIZE, 5 * BLOCK_SIZE, 0, 7 * BLOCK_SIZE]
     assert [out["num_cached_tokens"] for out in outputs] == expected
-    assert delta(before, after, HITS) == sum(expected)  # vLLM's own counter: tokens loaded through us
-    assert delta(before, after, "vllm:omni_kv_tokens_loaded") == sum(expected)
-    assert delta(before, after, "vllm:omni_kv_loads") == 3
-    assert delta(before, after, "vllm:omni_kv_load_failures") == 0
-    assert delta(before, after, "vllm:omni_kv_saves") == 3  # kv_both: the prompts with a whole block
+    assert grew(HITS) == sum(expected)  # vLLM's own counter: tokens loaded through us
+    assert grew("vllm:omni_kv_tokens_loaded") == sum(expected)
+    assert grew("vllm:omni_kv_loads") == 3
+    assert grew("vllm:omni_kv_load_failures") == 0
+    assert grew("vllm:omni_kv_saves") == 3  # kv_both: the prompts with a whole block
     for prompt, out in zip(P.BATCH, outputs, strict=True):
         assert out["tokens"] == reference.tokens(prompt)
 
@@ -64,15 +62,13 @@ def test_decode_loads_only_what_its_own_cache_lacks_and_whole_blocks_of_a_shorte
     """SHARED_Y's first two blocks are cached locally (from SHARED_X); EXTENDED loads PREFILLED's blocks."""
     prefill, decode = engines["prefill"], engines["decode"]
     prefill.generate([P.SHARED_Y, P.PREFILLED], max_tokens=1)
-    before = decode.metrics()
-    outputs = decode.generate([P.SHARED_Y, P.EXTENDED])
-    after = decode.metrics()
+    outputs, grew = generate_counted(decode, [P.SHARED_Y, P.EXTENDED])
     shared_y = P.loadable_tokens(P.SHARED_Y)
     extended = P.loadable_tokens(P.EXTENDED, saved_tokens=len(P.PREFILLED))
     assert extended == 6 * BLOCK_SIZE < P.loadable_tokens(P.EXTENDED)
     assert [out["num_cached_tokens"] for out in outputs] == [shared_y, extended]
-    assert delta(before, after, LOCAL_HITS) == len(P.SHARED)
-    assert delta(before, after, HITS) == shared_y - len(P.SHARED) + extended
+    assert grew(LOCAL_HITS) == len(P.SHARED)
+    assert grew(HITS) == shared_y - len(P.SHARED) + extended
     assert [out["tokens"] for out in outputs] == [reference.tokens(P.SHARED_Y), reference.tokens(P.EXTENDED)]
 
 
@@ -85,12 +81,10 @@ def test_corrupt_and_truncated_payloads_are_detected_counted_and_recomputed(engi
     assert all(p["do_remote_prefill"] and p["remote_omni_blocks"] > 0 for p in params)
     _rewrite(shm, f"{params[1]['remote_omni_name']}-1", lambda t: _flip_byte(t, t.numel() // 2))
     _rewrite(shm, f"{params[2]['remote_omni_name']}-0", lambda t: t[:-100].clone())
-    before = decode.metrics()
-    outputs = decode.generate(prompts, params=params)
-    after = decode.metrics()
-    assert delta(before, after, "vllm:omni_kv_corrupt_payloads") == 2
-    assert delta(before, after, "vllm:omni_kv_load_failures") == 2
-    assert delta(before, after, "vllm:omni_kv_tokens_loaded") == P.loadable_tokens(P.ROUTED)
+    outputs, grew = generate_counted(decode, prompts, params)
+    assert grew("vllm:omni_kv_corrupt_payloads") == 2
+    assert grew("vllm:omni_kv_load_failures") == 2
+    assert grew("vllm:omni_kv_tokens_loaded") == P.loadable_tokens(P.ROUTED)
     for prompt, out in zip(prompts, outputs, strict=True):
         assert out["tokens"] == reference.tokens(prompt)
 
@@ -101,11 +95,9 @@ def test_producer_gone_before_decode_means_recompute(engines, reference, shm_nam
     prefill.generate([P.GONE], max_tokens=1)
     engines.pop("prefill")
     close_engines(prefill)
-    before = decode.metrics()
-    [out] = decode.generate([P.GONE])
-    after = decode.metrics()
-    assert delta(before, after, "vllm:omni_kv_lookups") == 1
-    assert delta(before, after, HITS) == 0
+    [out], grew = generate_counted(decode, [P.GONE])
+    assert grew("vllm:omni_kv_lookups") == 1
+    assert grew(HITS) == 0
     assert out["num_cached_tokens"] == 0
     assert out["tokens"] == reference.tokens(P.GONE)
 

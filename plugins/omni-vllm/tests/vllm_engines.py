@@ -7,12 +7,13 @@ import json
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omni_vllm.driver import Engine, close_engines, start_engines
 
-__all__ = ["BLOCK_SIZE", "Engine", "close_engines", "delta", "llm_args", "omni_kv_config", "start_engines"]
+__all__ = ["BLOCK_SIZE", "Engine", "close_engines", "generate_counted", "llm_args", "omni_kv_config", "start_engines"]
 
 #: The tiny model: a config.json only, in the repository; its weights are made by :func:`tiny_model`.
 CONFIG = Path(__file__).parent / "tiny_model" / "config.json"
@@ -87,6 +88,11 @@ def omni_kv_config(role: str, connector: dict[str, Any], **settings: Any) -> dic
     }  # fmt: skip
 
 
-def delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
-    """How much counter ``name`` grew between two ``metrics()`` snapshots."""
-    return after.get(name, 0) - before.get(name, 0)
+def generate_counted(
+    engine: Engine, prompts: list[list[int]], params: list[dict | None] | None = None
+) -> tuple[list[dict[str, Any]], Callable[[str], float]]:
+    """The engine's outputs for one batch, and ``grew(name)``: how much counter ``name`` grew meanwhile."""
+    before = engine.metrics()
+    outputs = engine.generate(prompts, params=params)
+    after = engine.metrics()
+    return outputs, lambda name: after.get(name, 0) - before.get(name, 0)

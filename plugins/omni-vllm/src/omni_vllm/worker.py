@@ -3,9 +3,9 @@
 Saving: each attention layer's whole blocks of a finished prompt go out as one payload (one ``put``
 per layer per request, see :mod:`.payload`); once every layer is out, the manifest is put, and only
 then can a decode engine find the save.  Loading: ``start_load`` starts a thread that gets each
-layer's payload in layer order, checks it and copies its blocks into the paged KV cache, while the
-forward pass runs; ``wait_layer`` blocks an attention layer until its KV is in place.  A payload that
-is missing or fails its check fails the request's load: its blocks are reported to vLLM, which
+layer's payload in layer order and checks it while the forward pass runs; ``wait_layer`` holds an
+attention layer until its payload is there and copies its blocks into the paged KV cache.  A payload
+that is missing or fails its check fails the request's load: its blocks are reported to vLLM, which
 recomputes them.
 """
 
@@ -130,24 +130,65 @@ class KVWorker:
         self.connector.close()
 
 
+class _Fetched:
+    """One layer's payload of one load, checked, waiting to be copied into the cache."""
+
+    def __init__(self, load: LoadSpec, blocks: torch.Tensor, size: int, holder: Any) -> None:
+        self.load = load
+        self.blocks = blocks  # the blocks to copy: a view into the payload
+        self.size = size
+        self.holder = holder  # what the connector returned; a raw buffer is released once copied
+
+    def release(self) -> None:
+        if isinstance(self.holder, ManagedBuffer):
+            self.holder.release()
+
+
 class _Loader:
-    """One step's loads, run on a thread in layer order; ``wait(i)`` returns once layer ``i`` is in place."""
+    """One step's loads: a thread gets and checks each layer's payloads in layer order; ``wait(i)`` copies
+    layer ``i``'s blocks into the cache, in the calling (forward) thread.
+
+    Only the getting runs on the thread (a pull over the network overlaps the forward pass).  The copies
+    run where the forward runs: torch ops on a second thread would start a second OpenMP team, and on a
+    few cores the two teams' spinning workers slow the forward pass several times over.
+    """
 
     def __init__(self, worker: KVWorker, loads: list[LoadSpec]) -> None:
         self.worker = worker
         self.loads = loads
         self.started = time.perf_counter()
-        self.done = [threading.Event() for _ in worker._layers]
+        self.layers = [layer for _, layer in worker._layers]
+        self.fetched: list[list[_Fetched]] = [[] for _ in self.layers]
+        self.ready = [threading.Event() for _ in self.layers]
+        self.installed = [False] * len(self.layers)
         self.failed: dict[str, str] = {}  # request id -> "missing" | "corrupt"
         self.thread = threading.Thread(target=self._run, name="omni-kv-load", daemon=True)
         self.thread.start()
 
     def wait(self, index: int) -> None:
-        self.done[index].wait()
+        """Block until layer ``index`` is fetched, then copy its blocks in (once)."""
+        self.ready[index].wait()
+        if self.installed[index]:
+            return
+        self.installed[index] = True
+        import torch
+
+        layer = self.layers[index]
+        for fetched in self.fetched[index]:
+            try:
+                if fetched.load.req_id not in self.failed:  # a later failure makes these blocks moot anyway
+                    target = torch.as_tensor(fetched.load.block_ids, dtype=torch.long, device=layer.device)
+                    layer.index_copy_(0, target, fetched.blocks.to(layer.device))
+                    self.worker.counters.add("bytes_loaded", fetched.size)
+            finally:
+                fetched.release()
+        self.fetched[index] = []
 
     def join(self) -> set[int]:
-        """Wait for the thread; return the blocks of the loads that failed, and count the outcome."""
+        """Finish (copy what no layer waited for, release everything); the blocks of failed loads."""
         self.thread.join()
+        for index in range(len(self.layers)):
+            self.wait(index)
         counters = self.worker.counters
         counters.add("load_ms", round((time.perf_counter() - self.started) * 1000))
         invalid: set[int] = set()
@@ -165,23 +206,21 @@ class _Loader:
 
     def _run(self) -> None:
         try:
-            for index, (_, layer) in enumerate(self.worker._layers):
+            for index, layer in enumerate(self.layers):
                 for load in self.loads:
                     if self.failed.get(load.req_id) != "missing":
-                        self._load_layer(load, index, layer)
-                self.done[index].set()
+                        self._fetch(load, index, layer)
+                self.ready[index].set()
         finally:
-            for event in self.done:  # never leave an attention layer waiting
+            for event in self.ready:  # never leave an attention layer waiting
                 event.set()
 
-    def _load_layer(self, load: LoadSpec, index: int, layer: torch.Tensor) -> None:
-        """Get one layer's payload of ``load`` and copy its blocks in; a failure fails the whole load.
+    def _fetch(self, load: LoadSpec, index: int, layer: torch.Tensor) -> None:
+        """Get and check one layer's payload of ``load``; a failure fails the whole load.
 
         After a corrupt layer the load's other payloads are still got (and dropped), so the producer's
         memory is freed now rather than at its TTL.
         """
-        import torch
-
         worker, s = self.worker, self.worker.settings
         metadata = load.layer_metadata[index] if index < len(load.layer_metadata) else None
         key = layer_key(load.name, index)
@@ -198,19 +237,20 @@ class _Loader:
             self.failed[load.req_id] = "missing"
             return
         obj, size = result
+        fetched = None
         try:
-            payload = obj.tensor if isinstance(obj, ManagedBuffer) else obj
-            if load.req_id in self.failed:
-                return
-            blocks = unpack_blocks(payload, [layer], load.payload_blocks)[0]
-            source = blocks[load.first_block : load.first_block + len(load.block_ids)]
-            target = torch.as_tensor(load.block_ids, dtype=torch.long, device=layer.device)
-            layer.index_copy_(0, target, source.to(layer.device))
-            worker.counters.add("bytes_loaded", size)
-        except (ValueError, RuntimeError) as exc:  # CorruptPayload, or blocks that do not fit the cache
+            if load.req_id not in self.failed:
+                payload = obj.tensor if isinstance(obj, ManagedBuffer) else obj
+                blocks = unpack_blocks(payload, [layer], load.payload_blocks)[0]
+                wanted = blocks[load.first_block : load.first_block + len(load.block_ids)]
+                if wanted.shape[0] != len(load.block_ids):
+                    last = load.first_block + len(load.block_ids)
+                    raise ValueError(f"the save has {blocks.shape[0]} blocks, up to block {last} wanted")
+                fetched = _Fetched(load, wanted, size, obj)
+                self.fetched[index].append(fetched)
+        except ValueError as exc:  # CorruptPayload, or blocks that do not fit the cache
             logger.warning("OmniKVConnector: %r is corrupt (%s); recomputing %s", key, exc, load.req_id)
             self.failed[load.req_id] = "corrupt"
         finally:
-            if isinstance(obj, ManagedBuffer):
+            if fetched is None and isinstance(obj, ManagedBuffer):
                 obj.release()
-
