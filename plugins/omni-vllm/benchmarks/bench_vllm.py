@@ -8,17 +8,19 @@ hidden 512, 4 KV heads of 64, bfloat16, dummy weights), with vLLM's CPU block si
 prefix caching, so every measured prompt is new to the engine.  One repetition at length L:
 
 - **omni-shm / omni-te**: a prefill engine (kv_producer) prefills a fresh prompt (``max_tokens=1``); the
-  decode engine (kv_consumer, another process) then generates 1 token for it: it looks the prompt up,
-  loads its whole blocks (all but the last partial block, and never the last token) and computes the rest;
+  decode engine (kv_consumer, another process; Mooncake TE over TCP on loopback) then generates 1 token
+  for it: it looks the prompt up, loads its whole blocks (never the last token) and computes the rest;
 - **recompute**: the same decode engine, a fresh prompt nobody prefilled: a miss (the lookup included),
   then the whole prompt is computed;
 - **example-disk**: vLLM's ExampleConnector (kv_both, safetensors files under DIR): a first request saves,
   a second request of the same prompt loads.
 
-TTFT is the wall time of ``LLM.generate(prompt, max_tokens=1)`` inside the engine's process.  Each timed
-call starts after SETTLE_S of quiet: vLLM's workers busy-poll their input queue for a second after each
-step (``SpinCondition`` in shm_broadcast), and on two cores an engine that has just run slows the next
-one several times over (a decode right after its prefill took 350-900 ms instead of 70-130 ms).  Writes
+All five engines run at once; each repetition times every variant once, in an order that rotates, so
+load from other work on the machine falls on all of them alike.  TTFT is the wall time of
+``LLM.generate(prompt, max_tokens=1)`` inside the engine's process.  Each timed call starts after
+SETTLE_S of quiet: vLLM's workers busy-poll their input queue for a second after each step
+(``SpinCondition`` in shm_broadcast), and on two cores an engine that has just run slows the next one
+several times over (a decode right after its prefill took 350-900 ms instead of 70-130 ms).  Writes
 ``results.json`` and ``results.md`` into DIR; ratios are of medians (and of minima) of the same run.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import shutil
@@ -40,7 +43,7 @@ from omni_vllm.driver import Engine, close_engines, start_engines
 MODEL_DIR = Path(__file__).parent / "bench_model"
 BLOCK_SIZE = 128
 MAX_LEN = 4608
-ENV = {"VLLM_CPU_KVCACHE_SPACE": "2"}
+ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 SETTLE_S = 1.2
 _rng = random.Random(20261204)
 
@@ -77,92 +80,71 @@ def timed(engine: Engine, text: list[int]) -> float:
     return engine.generate_timed([text], max_tokens=1)[1]
 
 
-def measure_pair(producer: Engine, consumer: Engine, lengths: list[int], reps: int, label: str,
-                 samples: dict[str, dict[int, list[float]]], recompute: bool) -> dict[str, float]:  # fmt: skip
-    """TTFT of loads through the pair (and of recompute on the consumer); bytes and tokens loaded."""
-    before = consumer.metrics()
-    for length in lengths:
-        for _ in range(reps):
-            loaded = prompt(length)
-            producer.generate([loaded], max_tokens=1)
-            hits = counter(consumer, "vllm:external_prefix_cache_hits")
-            seconds = timed(consumer, loaded)
-            if counter(consumer, "vllm:external_prefix_cache_hits") - hits != loadable(length):
-                raise RuntimeError(f"{label}: the decode engine did not load the prompt of {length} tokens")
-            samples[label].setdefault(length, []).append(seconds)
-            if recompute:
-                seconds = timed(consumer, prompt(length))
-                samples["recompute"].setdefault(length, []).append(seconds)
-    after = consumer.metrics()
-    return {name: after.get(f"vllm:omni_kv_{name}", 0) - before.get(f"vllm:omni_kv_{name}", 0)
-            for name in ("bytes_loaded", "tokens_loaded", "load_failures")}  # fmt: skip
-
-
-def measure_example(engine: Engine, store: Path, lengths: list[int], reps: int,
-                    samples: dict[str, dict[int, list[float]]]) -> dict[str, float]:  # fmt: skip
-    saved_bytes = tokens = 0
-    for length in lengths:
-        for _ in range(reps):
-            text = prompt(length)
-            size = _tree_bytes(store)
-            engine.generate([text], max_tokens=1)  # saves
-            saved_bytes += _tree_bytes(store) - size
-            hits = counter(engine, "vllm:external_prefix_cache_hits")
-            seconds = timed(engine, text)  # loads
-            loaded = counter(engine, "vllm:external_prefix_cache_hits") - hits
-            if loaded <= 0:
-                raise RuntimeError(f"ExampleConnector did not load the prompt of {length} tokens")
-            tokens += loaded
-            samples["example-disk"].setdefault(length, []).append(seconds)
-    return {"bytes_loaded": saved_bytes, "tokens_loaded": tokens}
+def warm_up(*engines: Engine) -> None:
+    for engine in engines:
+        engine.generate([prompt(300)], max_tokens=1)
 
 
 def _tree_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def warm_up(*engines: Engine) -> None:
-    for engine in engines:
-        engine.generate([prompt(300)], max_tokens=1)
-
-
 def run(out: Path, lengths: list[int], reps: int, transports: list[str]) -> dict[str, Any]:
-    samples: dict[str, dict[int, list[float]]] = {"recompute": {}, "example-disk": {}}
-    moved: dict[str, dict[str, float]] = {}
+    """All engines up at once; each repetition times every variant once, in a rotating order."""
     store = out / "example-store"
     shutil.rmtree(store, ignore_errors=True)
     store.mkdir(parents=True)
     shm = {"name": "SharedMemoryConnector", "extra": {"namespace": "omnibench", "zero_copy": True}}
+    te = {"protocol": "tcp", "host": "127.0.0.1", "zmq_port": 55000, "memory_pool_size": 256 << 20}
+    te_producer = {"name": "MooncakeTransferEngineConnector", "extra": te}
+    te_consumer = {"name": "MooncakeTransferEngineConnector", "extra": {**te, "sender_host": "127.0.0.1"}}
     example = {"kv_connector": "ExampleConnector", "kv_role": "kv_both",
                "kv_connector_extra_config": {"shared_storage_path": str(store)}}  # fmt: skip
-    engines = start_engines(
-        lambda: Engine(llm_args(omni("kv_producer", shm)), env=ENV),
-        lambda: Engine(llm_args(omni("kv_consumer", shm)), env=ENV),
-        lambda: Engine(llm_args(example), env=ENV),
-    )
-    try:
-        warm_up(*engines)
-        if "shm" in transports:
-            samples["omni-shm"] = {}
-            moved["omni-shm"] = measure_pair(engines[0], engines[1], lengths, reps, "omni-shm", samples, True)
-        moved["example-disk"] = measure_example(engines[2], store, lengths, reps, samples)
-    finally:
-        close_engines(*engines)
-        shutil.rmtree(store, ignore_errors=True)
+    configs = {"example-disk": example}
+    if "shm" in transports:
+        configs.update({"shm-prefill": omni("kv_producer", shm), "omni-shm": omni("kv_consumer", shm)})
     if "te" in transports:
-        te = {"protocol": "tcp", "host": "127.0.0.1", "zmq_port": 55000, "memory_pool_size": 256 << 20}
-        producer, consumer = start_engines(
-            lambda: Engine(llm_args(omni("kv_producer", {"name": "MooncakeTransferEngineConnector", "extra": te})),
-                           env=ENV),
-            lambda: Engine(llm_args(omni("kv_consumer", {"name": "MooncakeTransferEngineConnector",
-                                                          "extra": {**te, "sender_host": "127.0.0.1"}})), env=ENV),
-        )  # fmt: skip
-        try:
-            warm_up(producer, consumer)
-            samples["omni-te"] = {}
-            moved["omni-te"] = measure_pair(producer, consumer, lengths, reps, "omni-te", samples, False)
-        finally:
-            close_engines(producer, consumer)
+        configs.update({"te-prefill": omni("kv_producer", te_producer), "omni-te": omni("kv_consumer", te_consumer)})
+    names = list(configs)
+    started = start_engines(*[lambda c=configs[n]: Engine(llm_args(c), env=ENV) for n in names])
+    engines = dict(zip(names, started, strict=True))
+    samples: dict[str, dict[int, list[float]]] = {name: {} for name in names if "prefill" not in name}
+    samples["recompute"] = {}
+    before = {name: engines[name].metrics() for name in ("omni-shm", "omni-te") if name in engines}
+    saved_bytes = example_tokens = 0
+    try:
+        warm_up(*started)
+        recompute_on = engines["omni-shm" if "omni-shm" in engines else "example-disk"]
+        for length in lengths:
+            for rep in range(reps):
+                texts = {name: prompt(length) for name in samples}
+                for name in samples:
+                    if name.startswith("omni-"):
+                        engines[name.replace("omni-", "") + "-prefill"].generate([texts[name]], max_tokens=1)
+                size = _tree_bytes(store)
+                engines["example-disk"].generate([texts["example-disk"]], max_tokens=1)  # its save
+                saved_bytes += _tree_bytes(store) - size
+                order = list(samples)
+                order = order[rep % len(order) :] + order[: rep % len(order)]
+                for name in order:
+                    engine = recompute_on if name == "recompute" else engines[name]
+                    hits = counter(engine, "vllm:external_prefix_cache_hits")
+                    seconds = timed(engine, texts[name])
+                    loaded = counter(engine, "vllm:external_prefix_cache_hits") - hits
+                    expected = 0 if name == "recompute" else loadable(length)
+                    if loaded != expected:
+                        raise RuntimeError(f"{name}: {loaded} tokens loaded of a {length}-token prompt, not {expected}")
+                    if name == "example-disk":
+                        example_tokens += loaded
+                    samples[name].setdefault(length, []).append(seconds)
+        moved = {"example-disk": {"bytes_loaded": saved_bytes, "tokens_loaded": example_tokens}}
+        for name, first in before.items():
+            last = engines[name].metrics()
+            moved[name] = {key: last.get(f"vllm:omni_kv_{key}", 0) - first.get(f"vllm:omni_kv_{key}", 0)
+                           for key in ("bytes_loaded", "tokens_loaded", "load_failures")}  # fmt: skip
+    finally:
+        close_engines(*started)
+        shutil.rmtree(store, ignore_errors=True)
     return {"samples": samples, "moved": moved}
 
 
@@ -192,7 +174,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     labels = [label for label in ("recompute", "omni-shm", "omni-te", "example-disk") if label in summary["rows"][0]]
     lines = [
         f"Decode TTFT (ms, median / min of {meta['reps']}), {meta['model']}, block size {BLOCK_SIZE}, "
-        f"{meta['cpus']} CPUs, vLLM {meta['vllm']}.",
+        f"{meta['cpus']} CPUs (5-minute load average {meta['load_average_5min'][0]:.1f} before, "
+        f"{meta['load_average_5min'][1]:.1f} after), vLLM {meta['vllm']}.",
         "",
         "| prompt tokens | loaded | " + " | ".join(labels) + " | " + " | ".join(
             f"{o}/{r}" for o in ("omni-shm", "omni-te") if o in labels for r in ("recompute", "example-disk")) + " |",
@@ -222,9 +205,11 @@ def main() -> int:
     import vllm
 
     started = time.perf_counter()
+    load_before = os.getloadavg()[1]
     result = run(args.out, lengths, args.reps, transports)
     meta = {"model": "tiny Qwen2 widened (8 layers, hidden 512, 4 KV heads x 64, bf16)", "reps": args.reps,
-            "cpus": len(__import__("os").sched_getaffinity(0)), "vllm": vllm.__version__,
+            "cpus": len(os.sched_getaffinity(0)), "vllm": vllm.__version__,
+            "load_average_5min": [load_before, os.getloadavg()[1]],
             "python": platform.python_version(), "seconds": time.perf_counter() - started,
             "command": " ".join(sys.argv)}  # fmt: skip
     summary = summarize(result, lengths)

@@ -24,7 +24,8 @@ LOCAL_HITS = "vllm:prefix_cache_hits"
 def engines(shm_namespace: str, reference: object) -> Iterator[dict[str, Engine]]:
     connector = {"name": "SharedMemoryConnector", "extra": {"namespace": shm_namespace}}
     prefill, decode = start_engines(
-        lambda: Engine(llm_args(omni_kv_config("kv_producer", connector))),
+        # prefill in chunks of 128 tokens: a prompt's save is planned when its last chunk runs
+        lambda: Engine(llm_args(omni_kv_config("kv_producer", connector), max_num_batched_tokens=128)),
         lambda: Engine(llm_args(omni_kv_config("kv_both", connector))),
     )
     pair = {"prefill": prefill, "decode": decode}
