@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from conftest import SESSION
 
 from omni_core import OmniConnectorFactory
+from omni_core.testing import require
 from omni_vllm.config import parse_settings
 from omni_vllm.keys import layer_key, manifest_key
 from omni_vllm.plan import LoadSpec, SaveSpec, StepPlan, read_manifest
@@ -20,14 +22,13 @@ SHAPE = (12, 2, 4, 16)  # [blocks, kv heads, block size, 2 * head size]
 
 @pytest.fixture
 def pair(request):
-    settings = parse_settings({"omni_connector": {"name": "SharedMemoryConnector",
-                                                  "extra": {"namespace": f"{SESSION}_w{id(request) % 9999}"}},
-                               "load_timeout_s": 0.5})  # fmt: skip
+    """``pair()`` makes a worker over shared memory (``pair(connector)``: over that connector spec)."""
     made = []
 
-    def worker() -> tuple[KVWorker, dict[str, torch.Tensor]]:
-        connector = OmniConnectorFactory.create_connector(settings.connector)
-        side = KVWorker(settings, connector, block_size=4)
+    def worker(connector: dict | None = None) -> tuple[KVWorker, dict[str, torch.Tensor]]:
+        connector = connector or {"name": "SharedMemoryConnector", "extra": {"namespace": f"{SESSION}_w"}}
+        settings = parse_settings({"omni_connector": connector, "load_timeout_s": 0.5})
+        side = KVWorker(settings, OmniConnectorFactory.create_connector(settings.connector), block_size=4)
         caches = {name: torch.zeros(*SHAPE, dtype=torch.bfloat16) for name in LAYERS}
         side.register(caches)
         made.append(side)
@@ -114,3 +115,32 @@ def test_a_failed_save_is_counted_and_never_fails_the_prefill(pair):
     assert producer.counters.totals()["save_failures"] == 1
     assert consumer.connector.get("0", "1", manifest_key("omni-d")) is None
     assert consumer.connector.get("0", "1", layer_key("omni-d", 0)) is None  # withdrawn with its connector
+
+
+def test_on_a_persistent_store_every_decode_worker_loads_the_save(pair):
+    """Mooncake Store keeps a save: two decode workers (two clients of a real master) both load it."""
+    require(importlib.util.find_spec("mooncake") is not None, "Mooncake is not installed ('omni-mooncake[cpu]')")
+    from omni_mooncake.master import MooncakeMaster
+
+    master = MooncakeMaster().start()
+    sides = []
+    try:
+        extra = {"host": "127.0.0.1", "metadata_server": "P2PHANDSHAKE", "master": master.address,
+                 "segment": 32 << 20, "localbuf": 16 << 20, "get_timeout_s": 0.3}  # fmt: skip
+        store = {"name": "MooncakeStoreConnector", "extra": extra}
+        producer, produced = pair(store)
+        sides.append(producer)
+        for cache in produced.values():
+            cache.copy_(torch.randn(*SHAPE))
+        save(producer, produced, "omni-e", [2, 5])
+        for _ in range(2):
+            consumer, consumed = pair(store)
+            sides.append(consumer)
+            blocks, metadata = manifest_of(consumer, "omni-e")
+            assert load(consumer, LoadSpec("req", "omni-e", blocks, 0, [8, 9], metadata)) == set()
+            for name in LAYERS:
+                assert torch.equal(consumed[name][[8, 9]], produced[name][[2, 5]])
+    finally:
+        for side in sides:  # clients leave before their master
+            side.close()
+        master.stop()

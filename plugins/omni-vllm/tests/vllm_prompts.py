@@ -47,6 +47,6 @@ GONE = tokens(180)  # prefilled by an engine that is shut down before the decode
 TE_SHARED = tokens(2 * BLOCK_SIZE)
 TE_BATCH = [tokens(280), tokens(25), TE_SHARED + tokens(90), TE_SHARED + tokens(70)]
 TE_ROUTED = tokens(210)
-TE_GONE = tokens(190)
+TE_GONE = [tokens(190), tokens(230)]
 
-ALL = [*BATCH, SHARED_Y, PREFILLED, EXTENDED, ROUTED, FLIPPED, TRUNCATED, GONE, *TE_BATCH, TE_ROUTED, TE_GONE]
+ALL = [*BATCH, SHARED_Y, PREFILLED, EXTENDED, ROUTED, FLIPPED, TRUNCATED, GONE, *TE_BATCH, TE_ROUTED, *TE_GONE]

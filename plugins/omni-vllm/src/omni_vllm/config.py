@@ -21,6 +21,8 @@ SETTINGS_KEYS = (
     ConfigKey("namespace", str, "omni", "prefix of every key ([A-Za-z0-9_], at most 32); isolates deployments"),
     ConfigKey("load_timeout_s", (int, float), 10.0, "how long a decode worker waits for one layer's KV"),
     ConfigKey("lookup_budget_s", (int, float), 0.2, "time the scheduler may spend probing one request's prefixes"),
+    ConfigKey("lookup_backoff_s", (int, float), 30.0, "after a probe slower than lookup_budget_s (a sender gone), "
+              "requests are computed without a lookup for this long"),
     ConfigKey("from_stage", (int, str), 0, "stage id of the prefill side (keys and ports of the Omni connector)"),
     ConfigKey("to_stage", (int, str), 1, "stage id of the decode side"),
 )
@@ -35,6 +37,7 @@ class KVSettings:
     namespace: str = "omni"
     load_timeout_s: float = 10.0
     lookup_budget_s: float = 0.2
+    lookup_backoff_s: float = 30.0
     from_stage: str = "0"
     to_stage: str = "1"
 
@@ -64,7 +67,7 @@ def parse_settings(extra_config: Mapping[str, Any] | None) -> KVSettings:
     namespace = values["namespace"]
     if not _NAMESPACE.fullmatch(namespace):
         raise ConfigError(f"{WHERE}: key 'namespace' must be 1-32 characters of [A-Za-z0-9_], got {namespace!r}")
-    for name in ("load_timeout_s", "lookup_budget_s"):
+    for name in ("load_timeout_s", "lookup_budget_s", "lookup_backoff_s"):
         if not values[name] > 0:
             raise ConfigError(f"{WHERE}: key {name!r} must be > 0, got {values[name]!r}")
     stages = {}
@@ -78,6 +81,7 @@ def parse_settings(extra_config: Mapping[str, Any] | None) -> KVSettings:
         namespace=namespace,
         load_timeout_s=float(values["load_timeout_s"]),
         lookup_budget_s=float(values["lookup_budget_s"]),
+        lookup_backoff_s=float(values["lookup_backoff_s"]),
         **stages,
     )
 

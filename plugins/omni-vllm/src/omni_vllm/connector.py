@@ -70,8 +70,8 @@ class OmniKVConnector(KVConnectorBase_V1):
         loads = kv_role in ("kv_consumer", "kv_both")
         block_size = vllm_config.cache_config.block_size
         replica = vllm_config.parallel_config.data_parallel_rank
-        cross_host = OmniConnectorFactory.capabilities(settings.connector.name).cross_host
-        self._cache_hit_source = CacheHitSource.P2P if cross_host else CacheHitSource.HOST
+        capabilities = OmniConnectorFactory.capabilities(settings.connector.name)
+        self._cache_hit_source = CacheHitSource.P2P if capabilities.cross_host else CacheHitSource.HOST
         self._settings = settings
         self._scheduler: KVScheduler | None = None
         self._worker: KVWorker | None = None
@@ -85,7 +85,7 @@ class OmniKVConnector(KVConnectorBase_V1):
             keys = BlockKeys(settings.namespace, _fingerprint(vllm_config, kv_cache_config), block_size)
             self._scheduler = KVScheduler(
                 settings, keys, len(kv_cache_config.kv_cache_groups[0].layer_names),
-                saves=saves, loads=loads, engine_id=str(transfer.engine_id),
+                saves=saves, loads=loads, engine_id=str(transfer.engine_id), endpoint=capabilities.needs_endpoint,
                 open_receiver=lambda: open_connector(settings, sender=False, replica=replica),
             )  # fmt: skip
         else:

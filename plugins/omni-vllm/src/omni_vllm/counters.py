@@ -23,6 +23,7 @@ WORKER_COUNTERS = {
 #: Scheduler side: what was looked up.
 SCHEDULER_COUNTERS = {
     "lookups": "requests looked up",
+    "skipped_lookups": "requests computed without a lookup: a probe was slower than lookup_budget_s (sender gone)",
     "lookup_hits": "requests that found a save to load from",
     "probes": "manifests asked for (a miss costs one per candidate prefix)",
     "hit_tokens": "tokens promised to the scheduler (vLLM counts them as external prefix cache hits)",

@@ -68,12 +68,26 @@ class Engine(JsonLinesChild):
         self._ending(super().close)
 
     def _ending(self, end: Callable[[], None]) -> None:
-        """Run ``end``, then kill what is left of the group and remove the shared memory vLLM left behind."""
-        segments = {path for pid in _group(self.proc.pid) for path in _mapped_shm(pid)}
+        """Run ``end``, then kill what is left of the group, as a crash would.
+
+        The group's multiprocessing resource tracker is spared: once the processes it watches are gone,
+        it removes the shared memory and semaphores they registered, as it does after any crash.  What
+        the processes had mapped and is still there after that is removed here.
+        """
+        members = _group(self.proc.pid)
+        trackers = {pid for pid in members if _is_resource_tracker(pid)}
+        segments = {path for pid in members for path in _mapped_shm(pid)}
         try:
             end()
         finally:
             for pid in _group(self.proc.pid):  # members found by pgid: never a recycled pid's group
+                if pid not in trackers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while trackers & set(_group(self.proc.pid)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for pid in trackers & set(_group(self.proc.pid)):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             for path in segments:
@@ -92,13 +106,24 @@ def _group(pgid: int) -> list[int]:
     return members
 
 
+def _is_resource_tracker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"multiprocessing.resource_tracker" in cmdline.read()
+    except OSError:
+        return False
+
+
 def _mapped_shm(pid: int) -> set[str]:
-    """vLLM's shared-memory segments (``/dev/shm/psm_*``) process ``pid`` has mapped."""
+    """Python multiprocessing's shared memory and semaphores (``/dev/shm/psm_*``, ``sem.mp-*``) ``pid`` maps.
+
+    vLLM's processes make them; their resource tracker removes them at exit, unless it is killed too.
+    """
     segments = set()
     with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps:
         for line in maps:
             path = line.rstrip("\n").partition("/dev/shm/")[2]
-            if path.startswith("psm_"):
+            if path.startswith(("psm_", "sem.mp-")):
                 segments.add(f"/dev/shm/{path.split()[0]}")
     return segments
 

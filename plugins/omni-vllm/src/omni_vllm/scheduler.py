@@ -60,6 +60,7 @@ class KVScheduler:
         loads: bool,
         engine_id: str,
         open_receiver: Callable[[], OmniConnectorBase],
+        endpoint: bool = False,
     ) -> None:
         self.settings = settings
         self.keys = keys
@@ -70,7 +71,9 @@ class KVScheduler:
         self.engine_id = engine_id
         self.counters = Counters(SCHEDULER_COUNTERS)
         self.source: dict[str, Any] | None = None  # how decode engines reach our worker (set by the handshake)
+        self.endpoint = endpoint  # the connector asks a sender over the network (vs. a local, definitive answer)
         self._connector = open_receiver() if loads else None
+        self._suspended_until = 0.0
         self._claims: dict[str, _Claim] = {}
         self._loads: list[LoadSpec] = []
         self._unsaved: dict[str, Any] = {}  # prefill: request id -> Request whose prompt is not saved yet
@@ -115,6 +118,9 @@ class KVScheduler:
         """Claim the save this request can load from (the longest), or a miss."""
         if max_blocks < min_blocks:
             return _Claim()  # nothing to gain beyond the local prefix cache: claim nothing
+        if time.monotonic() < self._suspended_until:
+            self.counters.add("skipped_lookups")
+            return _Claim()
         self.counters.add("lookups")
         params = request.kv_transfer_params or {}
         if params.get("do_remote_prefill") and isinstance(params.get(PARAM_NAME), str):
@@ -134,17 +140,31 @@ class KVScheduler:
         return _Claim()
 
     def _probe(self, name: str, source: dict[str, Any] | None) -> _Claim | None:
-        """One attempt, without waiting, at the manifest of save ``name``."""
+        """One attempt at the manifest of save ``name``, without waiting for it to appear.
+
+        Key-addressed connectors (shared memory, Mooncake Store) answer from here, at once.  Endpoint
+        connectors (Mooncake TE) ask the sender: a plain ``get`` is one query, answered in a round trip,
+        bounded by the connector's own query timeout.  A probe slower than ``lookup_budget_s`` (the sender
+        is gone) suspends lookups for ``lookup_backoff_s``, so the scheduler does not stall on every request.
+        """
         assert self._connector is not None
         self.counters.add("probes")
         s = self.settings
+        started = time.monotonic()
         try:
-            result = self._connector.get_with_deadline(
-                s.from_stage, s.to_stage, manifest_key(name), source, deadline=time.monotonic()
-            )
+            if self.endpoint:
+                result = self._connector.get(s.from_stage, s.to_stage, manifest_key(name), source)
+            else:
+                result = self._connector.get_with_deadline(
+                    s.from_stage, s.to_stage, manifest_key(name), source, deadline=started
+                )
         except Exception as exc:  # a transport that cannot look the key up is a miss, never a failed request
             logger.warning("OmniKVConnector: lookup of %r failed (%s); recomputing", name, exc)
-            return None
+            result = None
+        if time.monotonic() - started > s.lookup_budget_s:
+            self._suspended_until = time.monotonic() + s.lookup_backoff_s
+            logger.warning("OmniKVConnector: a lookup took %.1f s; computing new requests without lookups for %.0f s",
+                           time.monotonic() - started, s.lookup_backoff_s)
         if result is None:
             return None
         manifest = read_manifest(result[0], self.num_layers)
