@@ -325,7 +325,7 @@ def test_legacy_edges_label() -> None:
     ({"name": ""}, "connector 'te': 'name' must be a non-empty str, got str ''"),
     ({"name": "TestTEConnector", "extra": [1]}, "connector 'te': 'extra' must be a mapping, got list [1]"),
     ({"name": "TestTEConnector", "extras": {}},
-     "connector 'te': unknown field 'extras'; expected 'name' and optional 'extra'"),
+     "connector 'te': unknown field 'extras' (did you mean 'extra'?); expected 'name' and optional 'extra'"),
     ("TestTEConnector", "connector 'te': expected a mapping {name, extra}, got str 'TestTEConnector'"),
 ])
 def test_bad_connector_entries(entry: Any, message: str) -> None:
@@ -378,7 +378,7 @@ def test_edges_without_stages_are_not_checked() -> None:
 
 def test_unknown_extra_key_lists_valid_keys() -> None:
     err = _errors(_doc({"stage_id": 0}, connectors={"te": {"name": "TestTEConnector", "extra": {"hots": "x"}}}))
-    assert str(err) == ("connector 'te': unknown key 'hots' for connector 'TestTEConnector'; "
+    assert str(err) == ("connector 'te': unknown key 'hots' (did you mean 'host'?) for connector 'TestTEConnector'; "
                         "valid keys: host, zmq_port")
 
 

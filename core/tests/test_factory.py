@@ -20,9 +20,17 @@ def test_unknown_name_lists_available(plugin_registry) -> None:
         OmniConnectorFactory.create_connector(ConnectorSpec("Nope"))
 
 
+def test_a_typo_in_a_connector_name_gets_the_closest_name(plugin_registry) -> None:
+    plugin_registry.register_plugin(Plugin(DICT), name="dict")
+    with pytest.raises(ValueError, match=r"unknown connector 'DictConectr' \(did you mean 'DictConnector'\?\)"):
+        OmniConnectorFactory.create_connector(ConnectorSpec("DictConectr"))
+    with pytest.raises(ValueError, match=r"unknown connector 'dictconnector' \(did you mean 'DictConnector'\?\)"):
+        OmniConnectorFactory.create_connector(ConnectorSpec("dictconnector"))
+
+
 def test_unknown_extra_key_lists_valid_keys(plugin_registry) -> None:
     plugin_registry.register_plugin(Plugin(DICT), name="dict")
-    with pytest.raises(ConfigError, match=r"unknown key 'labl'.*valid keys: label"):
+    with pytest.raises(ConfigError, match=r"unknown key 'labl' \(did you mean 'label'\?\).*valid keys: label"):
         OmniConnectorFactory.create_connector(ConnectorSpec("DictConnector", {"labl": "x"}))
 
 

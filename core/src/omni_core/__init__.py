@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .lazy import lazy_names
+from .lazy import lazy_names as _lazy_names
 from .version import CONNECTOR_API_VERSION, __version__
 
 _LAZY: dict[str, str] = {
@@ -59,6 +59,8 @@ _LAZY: dict[str, str] = {
     "expand_env_int": "envexpand",
     "AUTO_HOST_VALUES": "envexpand",
     "resolve_host": "hosts",
+    "did_you_mean": "suggest",
+    "lazy_names": "lazy",
     "ConfigError": "errors",
     "EnvVarExpansionError": "errors",
     "PortCollisionError": "errors",
@@ -69,7 +71,7 @@ _LAZY: dict[str, str] = {
 __all__ = sorted([*_LAZY, "CONNECTOR_API_VERSION", "__version__"])
 
 
-__getattr__, __dir__ = lazy_names(__name__, _LAZY)
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY)
 
 
 if TYPE_CHECKING:
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
         resolve_omni_kv_config_for_stage,
     )
     from .kv_pipe import ConnectorKVPipe, KVPipeBase
+    from .lazy import lazy_names
     from .memory_pool import BufferAllocator, ManagedBuffer
     from .plugins import get_plugin_registry
     from .ports import (
@@ -121,3 +124,4 @@ if TYPE_CHECKING:
         serialize_obj,
     )
     from .spec import ConnectorSpec, OmniTransferConfig
+    from .suggest import did_you_mean

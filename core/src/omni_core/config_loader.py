@@ -25,6 +25,7 @@ import yaml
 from .errors import ConfigError, PluginError
 from .factory import OmniConnectorFactory
 from .spec import ConnectorSpec, OmniTransferConfig
+from .suggest import did_you_mean
 
 __all__ = ["ConfigErrors", "load_config_document", "load_omni_transfer_config"]
 
@@ -332,7 +333,8 @@ def _parse_entry(entry: Any, where: str, problems: _Problems) -> ConnectorSpec |
     ok = True
     for key in entry:
         if key not in _ENTRY_FIELDS:
-            problems.add(f"{where}: unknown field {key!r}; expected 'name' and optional 'extra'")
+            hint = did_you_mean(key, _ENTRY_FIELDS)
+            problems.add(f"{where}: unknown field {key!r}{hint}; expected 'name' and optional 'extra'")
             ok = False
     name, extra = entry.get("name"), entry.get("extra")
     if not isinstance(name, str) or not name.strip():

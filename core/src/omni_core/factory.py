@@ -12,6 +12,7 @@ from .errors import PluginError
 from .plugins import get_plugin_registry
 from .registration import ConnectorRegistration, import_target
 from .spec import ConnectorSpec
+from .suggest import did_you_mean
 
 Constructor = Callable[[dict[str, Any]], OmniConnectorBase]
 
@@ -61,7 +62,9 @@ class OmniConnectorFactory:
         found = registry.find_connector(name)
         if found is not None:
             return found[0]
-        message = f"unknown connector {name!r}; available: {', '.join(cls.list_registered_connectors()) or '(none)'}"
+        available = cls.list_registered_connectors()
+        hint = did_you_mean(name, available)
+        message = f"unknown connector {name!r}{hint}; available: {', '.join(available) or '(none)'}"
         broken = registry.broken()
         if broken:
             details = "; ".join(f"{r.label}: {r.errors[0]}" for r in broken)

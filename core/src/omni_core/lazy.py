@@ -11,15 +11,17 @@ from typing import Any
 def lazy_names(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """Module ``__getattr__`` and ``__dir__`` for ``package``, whose name ``n`` lives in ``.{names[n]}``.
 
-    Use as ``__getattr__, __dir__ = lazy_names(__name__, _LAZY)``; a loaded name is cached in the package.
+    A value ``"module:attr"`` exports ``attr`` of ``.module`` under another name (an alias).  Use as
+    ``__getattr__, __dir__ = lazy_names(__name__, _LAZY)``; a loaded name is cached in the package.
     """
     namespace = sys.modules[package].__dict__
 
     def __getattr__(name: str) -> Any:
-        module = names.get(name)
-        if module is None:
+        where = names.get(name)
+        if where is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f".{module}", package), name)
+        module, _, attr = where.partition(":")
+        value = getattr(importlib.import_module(f".{module}", package), attr or name)
         namespace[name] = value
         return value
 

@@ -10,6 +10,7 @@ from typing import Any
 from .capabilities import Capabilities
 from .envexpand import expand_env_value
 from .errors import ConfigError
+from .suggest import did_you_mean
 from .version import CONNECTOR_API_VERSION
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -146,8 +147,11 @@ class ConnectorRegistration:
         for name, value in extra.items():
             key = keys.get(name)
             if key is None:
-                valid = ", ".join(sorted(k for k in keys if k not in {c.name for c in CORE_KEYS})) or "(none)"
-                raise ConfigError(f"{where}: unknown key {name!r} for connector {self.name!r}; valid keys: {valid}")
+                declared = sorted(k for k in keys if k not in {c.name for c in CORE_KEYS})
+                raise ConfigError(
+                    f"{where}: unknown key {name!r}{did_you_mean(name, declared)} for connector {self.name!r}; "
+                    f"valid keys: {', '.join(declared) or '(none)'}"
+                )
             out[name] = key.coerce(value, where)
         return out
 

@@ -169,6 +169,11 @@ def test_unknown_policy_lists_the_valid_ones(registry: PluginRegistry) -> None:
         build_load_balancer_factory("fastest")
 
 
+def test_a_typo_in_a_policy_gets_the_closest_name(registry: PluginRegistry) -> None:
+    with pytest.raises(ValueError, match=r"policy 'round_robin' \(did you mean 'round-robin'\?\)"):
+        build_load_balancer_factory("round_robin")
+
+
 def test_policy_name_provided_twice_names_both_plugins(registry: PluginRegistry) -> None:
     registry.register_plugin(_policy_plugin("random", f"{__name__}:ShortestNameBalancer"), "imposter", "omni-imposter")
     with pytest.raises(ValueError, match="more than one plugin.*omni-coordinator.*omni-imposter"):

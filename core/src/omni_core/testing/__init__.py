@@ -23,8 +23,12 @@ Kit tests must not be overridden silently: an override must be decorated with
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -38,6 +42,8 @@ from omni_core.capabilities import Delivery
 from omni_core.digest import checksum
 from omni_core.errors import ConfigError
 from omni_core.factory import OmniConnectorFactory
+from omni_core.plugins import get_plugin_registry
+from omni_core.registration import import_target
 from omni_core.remote import ChildConnector
 from omni_core.samples import PAYLOAD_KINDS, TENSOR_KINDS, make_payload
 from omni_core.spec import ConnectorSpec
@@ -46,6 +52,7 @@ __all__ = [
     "PAYLOAD_KINDS",
     "ChildConnector",
     "ConnectorConformanceTests",
+    "assert_package_surface",
     "assert_payload_equal",
     "checksum",
     "kit_override",
@@ -54,6 +61,8 @@ __all__ = [
 ]
 
 EDGE = ("0", "1")
+#: Modules a plugin package must not import when it is imported: they load when a connector is used.
+HEAVY_MODULES = ("torch", "numpy", "zmq", "mooncake", "yr", "ray", "vllm", "prometheus_client", "rich")
 
 
 def kit_override(reason: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -69,6 +78,24 @@ def kit_override(reason: str) -> Callable[[Callable[..., Any]], Callable[..., An
 def assert_payload_equal(expected: Any, actual: Any) -> None:
     """Assert type-exact equality (tuples stay tuples, tensors keep dtype, shape and bits)."""
     assert checksum(actual) == checksum(expected), f"payload differs: expected {expected!r:.200}, got {actual!r:.200}"
+
+
+def assert_package_surface(package: str, heavy: tuple[str, ...] = HEAVY_MODULES) -> None:
+    """Check a plugin package's top level: ``import package`` loads none of ``heavy``; every name in
+    ``__all__`` resolves; every connector its distribution registers is exported there as the registered class.
+    """
+    code = f"import json, sys, {package}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert sorted(set(loaded) & set(heavy)) == [], f"import {package} loads heavy modules"
+    module = importlib.import_module(package)
+    unresolved = [name for name in module.__all__ if getattr(module, name, None) is None]
+    assert unresolved == [], f"{package}.__all__ names that do not resolve: {unresolved}"
+    registry = get_plugin_registry()
+    found = (registry.find_connector(name) for name in registry.connector_names())
+    mine = {r.name: r for r, _ in filter(None, found) if r.target.startswith(f"{package}.")}
+    assert mine, f"no connector registered by {package}"
+    for name, registration in mine.items():
+        assert getattr(module, name, None) is import_target(registration.target), f"{package}.{name} is not exported"
 
 
 def require(condition: bool, reason: str) -> None:

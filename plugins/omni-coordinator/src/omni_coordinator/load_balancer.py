@@ -14,7 +14,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypedDict
 
-from omni_core import get_plugin_registry, import_target
+from omni_core import did_you_mean, get_plugin_registry, import_target
 
 from .messages import ReplicaInfo
 
@@ -109,7 +109,8 @@ def build_load_balancer_factory(policy: str) -> Callable[[], LoadBalancer]:
     found = providers.get(name)
     if not found:
         valid = ", ".join(sorted(providers)) or "(none registered)"
-        raise ValueError(f"unknown load-balancing policy {name!r}; valid policies: {valid}")
+        hint = did_you_mean(name, providers)
+        raise ValueError(f"unknown load-balancing policy {name!r}{hint}; valid policies: {valid}")
     if len(found) > 1:
         who = " and ".join(record.label for _, record in found)
         raise ValueError(f"load-balancing policy {name!r} is provided by more than one plugin: {who}")

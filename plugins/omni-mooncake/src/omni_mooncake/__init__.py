@@ -5,25 +5,31 @@ Importing this package is cheap: the connectors (and torch, zmq, mooncake) load 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+from omni_core import lazy_names
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "MooncakeStoreConnector": ("store_connector", "MooncakeStoreConnector"),
-    "MooncakeConnector": ("store_connector", "MooncakeStoreConnector"),  # upstream's old name
-    "MooncakeTransferEngineConnector": ("te_connector", "MooncakeTransferEngineConnector"),
-    "ReceivedBuffer": ("te_pool", "ReceivedBuffer"),
+_LAZY: dict[str, str] = {
+    "MooncakeStoreConnector": "store_connector",
+    "MooncakeConnector": "store_connector:MooncakeStoreConnector",  # upstream's old name
+    "MooncakeTransferEngineConnector": "te_connector",
+    "ReceivedBuffer": "te_pool",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "MooncakeConnector",
+    "MooncakeStoreConnector",
+    "MooncakeTransferEngineConnector",
+    "ReceivedBuffer",
+    "__version__",
+]
 
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'omni_mooncake' has no attribute {name!r}")
-    module, attr = _LAZY[name]
-    value = getattr(importlib.import_module(f".{module}", __name__), attr)
-    globals()[name] = value
-    return value
+if TYPE_CHECKING:
+    from .store_connector import MooncakeStoreConnector
+    from .store_connector import MooncakeStoreConnector as MooncakeConnector
+    from .te_connector import MooncakeTransferEngineConnector
+    from .te_pool import ReceivedBuffer
