@@ -48,7 +48,7 @@ def pack_blocks(layers: Sequence[torch.Tensor], block_ids: Sequence[int]) -> tor
         else:
             view.copy_(layer.index_select(0, index))
         offset += size
-    crc = zlib.crc32(memoryview(out[:body].numpy()))
+    crc = zlib.crc32(out[:body].numpy().data)
     out[body:] = torch.frombuffer(bytearray(TRAILER.pack(MAGIC, crc, body)), dtype=torch.uint8)
     return out
 
@@ -70,7 +70,7 @@ def unpack_blocks(payload: torch.Tensor, like: Sequence[torch.Tensor], num_block
     magic, crc, length = TRAILER.unpack(payload[body:].numpy().tobytes())
     if magic != MAGIC or length != body:
         raise CorruptPayload(f"bad trailer (magic {magic!r}, length {length}, expected {body})")
-    if zlib.crc32(memoryview(payload[:body].numpy())) != crc:
+    if zlib.crc32(payload[:body].numpy().data) != crc:
         raise CorruptPayload("checksum mismatch")
     views = []
     offset = 0
