@@ -204,8 +204,9 @@ class KVScheduler:
             if (request.kv_transfer_params or {}).get("do_remote_decode"):
                 salt.append(f"request:{self.engine_id}:{req_id}")  # its own save: never shared, never raced
             name = self.keys.save_name(self.keys.chain(request.prompt_token_ids, blocks, salt)[-1])
-            plan.saves.append(SaveSpec(req_id, name, block_ids_of(req_id)[:blocks]))
             self._saved[req_id] = (name, blocks)
+            if all(save.name != name for save in plan.saves):  # the same prompt twice in a step: saved once
+                plan.saves.append(SaveSpec(req_id, name, block_ids_of(req_id)[:blocks]))
         return plan
 
     def finished(self, request: Any) -> dict[str, Any] | None:
