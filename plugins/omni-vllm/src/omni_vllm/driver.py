@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +40,9 @@ class Engine(JsonLinesChild):
 
     def __init__(self, args: dict[str, Any], *, prefix: Sequence[str] = (), env: dict[str, str] | None = None):
         command = [*prefix, "setsid", sys.executable, "-m", "omni_vllm.driver", json.dumps({"llm": args})]
-        super().__init__(command, timeout=START_TIMEOUT_S, env={"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})})
+        self.tmpdir = tempfile.mkdtemp(prefix="omni-vllm-engine-")  # removed with the engine, also if killed
+        env = {"VLLM_CPU_KVCACHE_SPACE": "1", "TMPDIR": self.tmpdir, **(env or {})}
+        super().__init__(command, timeout=START_TIMEOUT_S, env=env)
         self.timeout = COMMAND_TIMEOUT_S
 
     def generate(
@@ -72,11 +76,12 @@ class Engine(JsonLinesChild):
 
         The group's multiprocessing resource tracker is spared: once the processes it watches are gone,
         it removes the shared memory and semaphores they registered, as it does after any crash.  What
-        the processes had mapped and is still there after that is removed here.
+        else the processes had mapped and is still there after that is removed here, and so is the
+        engine's temporary directory (torch.distributed's file store, ZMQ's IPC sockets).
         """
         members = _group(self.proc.pid)
         trackers = {pid for pid in members if _is_resource_tracker(pid)}
-        segments = {path for pid in members for path in _mapped_shm(pid)}
+        segments = {path for pid in members for path in _leftovers(pid)}
         try:
             end()
         finally:
@@ -93,6 +98,7 @@ class Engine(JsonLinesChild):
             for path in segments:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 def _group(pgid: int) -> list[int]:
@@ -114,18 +120,18 @@ def _is_resource_tracker(pid: int) -> bool:
         return False
 
 
-def _mapped_shm(pid: int) -> set[str]:
+def _leftovers(pid: int) -> set[str]:
     """Python multiprocessing's shared memory and semaphores (``/dev/shm/psm_*``, ``sem.mp-*``) ``pid`` maps.
 
-    vLLM's processes make them; their resource tracker removes them at exit, unless it is killed too.
+    vLLM's processes make them; their resource tracker removes them after an exit, unless it is killed too.
     """
-    segments = set()
+    found = set()
     with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps:
         for line in maps:
             path = line.rstrip("\n").partition("/dev/shm/")[2]
             if path.startswith(("psm_", "sem.mp-")):
-                segments.add(f"/dev/shm/{path.split()[0]}")
-    return segments
+                found.add(f"/dev/shm/{path.split()[0]}")
+    return found
 
 
 def start_engines(*makers: Callable[[], Engine]) -> list[Engine]:
