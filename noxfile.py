@@ -29,7 +29,7 @@ PLUGIN_DIR = {
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
-PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "cross"]
+PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "cross", "multihost"]
 
 
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
@@ -52,11 +52,11 @@ def _install(session: nox.Session, package: str) -> list[str]:
     if package == "core":
         session.install("numpy", CORE)
         return ["core/tests"]
-    if package == "cross":
+    if package in ("cross", "multihost"):  # multihost: test hosts as network namespaces (root)
         _ensure_system_libs(session, "mooncake")
         plugins = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
         session.install("numpy", "matplotlib", CORE, *plugins, *DUMMY_PLUGINS)
-        return ["tests"]
+        return ["tests", "--ignore=tests/multihost"] if package == "cross" else ["tests/multihost"]
     _ensure_system_libs(session, package)
     target = PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else "")
     session.install("numpy", CORE, target)  # numpy: the kit's ndarray payloads

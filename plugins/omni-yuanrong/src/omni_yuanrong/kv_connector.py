@@ -285,6 +285,7 @@ class YuanrongConnector(OmniConnectorBase):
                     self._count(timeouts=1)
                     logger.info("YuanrongConnector get of %r at worker %s: no answer, trying again: %s",
                                 key, self.endpoint, exc)
+                    time.sleep(min(WAIT_SLICE_MS / 1000, max(0.0, deadline - time.monotonic())))  # no busy loop
                     continue
                 if code != KEY_NOT_FOUND:
                     raise self._backend_error("get", key, exc) from exc
