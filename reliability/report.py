@@ -5,10 +5,13 @@ from __future__ import annotations
 import platform
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 
 from .chaos import GET_TIMEOUT_S, SETTLE_S, ScenarioResult
 from .fuzz.runner import FuzzResult
 
+#: Per-backend partition results, measured by tests/multihost (not by this campaign), included as written.
+PARTITIONS = Path(__file__).with_name("partitions")
 _COLUMNS = """\
 - **acked**: puts acknowledged (`ok` true); **refused**: put attempts that failed (retried; nothing acknowledged).
 - **delivered**: acknowledged payloads a consumer read back byte-for-byte intact.
@@ -55,7 +58,15 @@ def render(
         lines += _chaos_section(chaos)
     if fuzz:
         lines += _fuzz_section(fuzz)
+    lines += _partitions_section()
     return "\n".join(lines) + "\n"
+
+
+def _partitions_section() -> list[str]:
+    sections = [path.read_text().strip() for path in sorted(PARTITIONS.glob("*.md"))]
+    if not sections:
+        return []
+    return ["## Partitions: a host cut off mid-transfer", "", *(f"{text}\n" for text in sections)]
 
 
 def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:

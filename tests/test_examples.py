@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_omni_run import EXAMPLES, _table, omni_run
+from omni_pipeline.testing import edge_rows, omni_run
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _omni(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -39,7 +41,7 @@ def test_example_against_a_service_started_by_omni_services(tmp_path, monkeypatc
             monkeypatch.setenv(name, value)
         done = omni_run(str(EXAMPLES / example))
         assert done.returncode == 0, done.stderr
-        assert all(row[0] == str(requests) for row in _table(done.stdout).values()), done.stdout
+        assert all(row[0] == str(requests) for row in edge_rows(done.stdout).values()), done.stdout
     finally:
         down = _omni("services", "down", service, env=env)
     assert down.returncode == 0 and f"{service} stopped" in down.stdout
@@ -51,7 +53,7 @@ def test_example_against_a_service_started_by_omni_services(tmp_path, monkeypatc
 def test_mooncake_transfer_engine_example_forwards_through_the_orchestrator() -> None:
     done = omni_run(str(EXAMPLES / "thinker_talker_vocoder_mooncake_te.yaml"))
     assert done.returncode == 0, done.stderr
-    assert all(row[0] == "16" for row in _table(done.stdout).values()), done.stdout
+    assert all(row[0] == "16" for row in edge_rows(done.stdout).values()), done.stdout
     assert "the orchestrator put every stage's output on its edges" in done.stdout
 
 
@@ -63,7 +65,7 @@ def test_example_with_unset_service_variable_names_it(monkeypatch) -> None:
 
 def test_unknown_service_lists_available(tmp_path) -> None:
     done = _omni("services", "up", "nope", env={**os.environ, "OMNI_STATE_DIR": str(tmp_path)})
-    assert done.returncode == 2 and "available: mooncake, yuanrong" in done.stderr
+    assert done.returncode == 2 and "unknown service 'nope'; valid services: mooncake, yuanrong" in done.stderr
 
 
 def test_backend_that_is_down_names_the_stage_and_leaves_nothing(monkeypatch) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import DICT, Plugin
 
-from omni_core import CliCommand, ConnectorRegistration, hookimpl
+from omni_core import CliCommand, ConnectorRegistration, CoordinatorRegistration, LauncherRegistration, hookimpl
 from omni_core.cli.main import main
 
 GOOD = """
@@ -106,3 +106,24 @@ def test_doctor_reports_and_exits_with_problem_count(with_dict, capsys) -> None:
     out = capsys.readouterr().out
     assert "python" in out and "/dev/shm" in out and "libnuma" in out
     assert code == (0 if "all checks passed" in out else 1)
+
+
+def test_a_missing_plugin_command_names_what_installs_it(plugin_registry, capsys) -> None:
+    assert main(["run", "pipeline.yaml"]) == 2
+    assert "omni run: no installed plugin provides this command; install it with: pip install " \
+           "'omni-core[pipeline]'" in capsys.readouterr().err
+
+
+def test_plugins_lists_launchers_and_coordinators(plugin_registry, capsys) -> None:
+    class Runner:
+        @hookimpl
+        def omni_register_launchers(self):
+            return [LauncherRegistration("local", "pkg.launch:Local", placement_keys=("host",))]
+
+        @hookimpl
+        def omni_register_coordinators(self):
+            return [CoordinatorRegistration("omni", "pkg.c:Runtime", "pkg.c:Hub", "pkg.c:stage", "pkg.c:policy")]
+
+    plugin_registry.register_plugin(Runner(), name="runner", distribution="omni-runner", version="0.3")
+    assert main(["plugins"]) == 0
+    assert "launcher local, coordinator omni" in capsys.readouterr().out

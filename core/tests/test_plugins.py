@@ -9,7 +9,15 @@ from importlib.metadata import EntryPoint
 import pytest
 from support import DICT, ENDPOINT, Plugin, registration
 
-from omni_core import ConnectorRegistration, OmniConnectorFactory, PluginError, hookimpl
+from omni_core import (
+    ConfigError,
+    ConnectorRegistration,
+    CoordinatorRegistration,
+    LauncherRegistration,
+    OmniConnectorFactory,
+    PluginError,
+    hookimpl,
+)
 from omni_core import plugins as plugins_module
 from omni_core.plugins import PluginRegistry
 
@@ -157,3 +165,47 @@ def test_unregister_removes_connectors(plugin_registry: PluginRegistry) -> None:
     plugin_registry.register_plugin(Plugin(DICT), name="temp")
     plugin_registry.unregister_plugin("temp")
     assert plugin_registry.connector_names() == []
+
+
+def test_select_finds_one_registration_by_kind_and_name(plugin_registry: PluginRegistry) -> None:
+    class Launchers:
+        @hookimpl
+        def omni_register_launchers(self):
+            return [LauncherRegistration("local", "pkg.launch:Local"), LauncherRegistration("ray", "pkg.ray:Ray")]
+
+    plugin_registry.register_plugin(Launchers(), name="launchers", distribution="omni-launchers", version="1.0")
+    registration, record = plugin_registry.select("launcher", "ray")
+    assert registration.target == "pkg.ray:Ray" and record.distribution == "omni-launchers"
+    unknown = r"unknown launcher 'rey' \(did you mean 'ray'\?\); valid launchers: local, ray"
+    with pytest.raises(ConfigError, match=unknown):
+        plugin_registry.select("launcher", "rey")
+    with pytest.raises(ConfigError, match=r"unknown coordinator 'omni'; valid coordinators: \(none registered\)"):
+        plugin_registry.select("coordinator", "omni")
+
+
+def test_select_refuses_a_name_two_plugins_provide(plugin_registry: PluginRegistry) -> None:
+    class Local:
+        @hookimpl
+        def omni_register_launchers(self):
+            return [LauncherRegistration("local", "pkg.launch:Local")]
+
+    plugin_registry.register_plugin(Local(), name="one", distribution="omni-one")
+    plugin_registry.register_plugin(Local(), name="two", distribution="omni-two")
+    with pytest.raises(ConfigError, match="launcher 'local' is provided by more than one plugin: .*omni-one.*omni-two"):
+        plugin_registry.select("launcher", "local")
+
+
+def test_a_hook_returning_the_wrong_record_type_breaks_only_its_plugin(plugin_registry: PluginRegistry) -> None:
+    class Wrong:
+        @hookimpl
+        def omni_register_launchers(self):
+            return [ConnectorRegistration("NotALauncher", "pkg.mod:Class")]
+
+    record = plugin_registry.register_plugin(Wrong(), name="wrong")
+    assert record.status == "broken" and record.launchers == []
+    assert "omni_register_launchers returned ConnectorRegistration, expected LauncherRegistration" in record.errors[0]
+
+
+def test_coordinator_registration_checks_each_target() -> None:
+    with pytest.raises(ValueError, match="coordinator 'omni' 'hub_client': target must look like 'package.module:"):
+        CoordinatorRegistration("omni", "pkg.c:Runtime", "nope", "pkg.c:stage", "pkg.c:policy")

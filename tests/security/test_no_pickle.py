@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("omni_core", "omni_shm", "omni_mooncake", "omni_yuanrong", "omni_coordinator")
+PACKAGES = ("omni_core", "omni_shm", "omni_mooncake", "omni_yuanrong", "omni_coordinator", "omni_pipeline", "omni_vllm")
 #: Modules that unpickle (or let a peer run code) when used to read data.
 FORBIDDEN_MODULES = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "joblib",
                      "multiprocessing", "copyreg"}

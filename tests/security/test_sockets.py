@@ -44,15 +44,33 @@ def test_coordinator_serve_binds_loopback_by_default() -> None:
         proc.stdout.close()
 
 
-def test_omni_run_starts_its_coordinator_on_loopback() -> None:
-    from omni_core.run.replicas import Router
+def _run_coordinator_bound(placement) -> dict[int, set[str]]:
+    """What the coordinator ``omni run`` starts binds, with the local launcher and ``placement``."""
+    from omni_pipeline.local_launcher import LocalLauncher
+    from omni_pipeline.router import CoordinatorSettings, Router
 
-    router = Router({}, {"policy": "round-robin", "heartbeat_timeout": 1.0})
+    settings = CoordinatorSettings.from_config({"policy": "round-robin", "heartbeat_timeout": 1.0})
+    router = Router({}, settings, host=LocalLauncher(placement, {"0": 1}).orchestrator_host)
     try:
-        bound = ports_of(router.runtime.pid)
-        assert len(bound) == 2 and all(hosts == LOOPBACK for hosts in bound.values()), bound
+        return ports_of(router.runtime.pid)
     finally:
         router.close()
+
+
+def test_omni_run_starts_its_coordinator_on_loopback() -> None:
+    from omni_core import Placement
+
+    bound = _run_coordinator_bound(Placement())
+    assert len(bound) == 2 and all(hosts == LOOPBACK for hosts in bound.values()), bound
+
+
+def test_omni_run_with_stages_on_other_hosts_binds_its_coordinator_to_this_hosts_address(monkeypatch) -> None:
+    from omni_core import HostSpec, Placement, StagePlacement
+
+    monkeypatch.setenv("OMNI_HOST_IP", "127.0.0.2")  # this host's address, as the operator names it (a loopback one)
+    h1 = HostSpec("h1", "198.18.0.1", ("ssh", "h1"))
+    bound = _run_coordinator_bound(Placement(hosts={"h1": h1}, stages={"0": StagePlacement(host=h1)}))
+    assert len(bound) == 2 and all(hosts == {"127.0.0.2"} for hosts in bound.values()), bound
 
 
 def test_yuanrong_te_sender_binds_its_side_channel_and_engine_port_to_its_host_only(te_sender) -> None:

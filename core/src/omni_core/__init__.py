@@ -24,11 +24,25 @@ _LAZY: dict[str, str] = {
     "PolicyRegistration": "registration",
     "CliCommand": "registration",
     "ServiceRegistration": "registration",
+    "LauncherRegistration": "registration",
+    "CoordinatorRegistration": "registration",
+    "Launcher": "launch",
+    "ReplicaHandle": "launch",
+    "Placement": "placement",
+    "StagePlacement": "placement",
+    "HostSpec": "placement",
+    "load_placement": "placement",
+    "JsonLinesChannel": "remote",
+    "JsonLinesChild": "remote",
+    "ChildConnector": "remote",
+    "ChildGone": "remote",
+    "render_table": "cli.table",
     "import_target": "registration",
     "hookimpl": "hookspecs",
     "get_plugin_registry": "plugins",
     "OmniConnectorFactory": "factory",
     "load_omni_transfer_config": "config_loader",
+    "load_config_document": "config_loader",
     "create_connectors_from_config": "initialization",
     "initialize_connectors_from_config": "initialization",
     "initialize_orchestrator_connectors": "initialization",
@@ -38,6 +52,7 @@ _LAZY: dict[str, str] = {
     "resolve_connector_spec": "initialization",
     "get_connector_local_rank": "initialization",
     "resolve_omni_kv_config_for_stage": "initialization",
+    "stage_payload_to_specs": "initialization",
     "compute_connector_zmq_port": "ports",
     "KV_RANK_PORT_STRIDE": "ports",
     "KV_REPLICA_PORT_STRIDE": "ports",
@@ -77,7 +92,8 @@ __getattr__, __dir__ = _lazy_names(__name__, _LAZY)
 if TYPE_CHECKING:
     from .base import OmniConnectorBase, resolve_payload, validate_key
     from .capabilities import Capabilities, Delivery
-    from .config_loader import load_omni_transfer_config
+    from .cli.table import render_table
+    from .config_loader import load_config_document, load_omni_transfer_config
     from .digest import checksum
     from .envexpand import AUTO_HOST_VALUES, expand_env_int, expand_env_value
     from .errors import ConfigError, EnvVarExpansionError, PluginError, PortCollisionError, SerializationError
@@ -94,10 +110,13 @@ if TYPE_CHECKING:
         initialize_orchestrator_connectors,
         resolve_connector_spec,
         resolve_omni_kv_config_for_stage,
+        stage_payload_to_specs,
     )
     from .kv_pipe import ConnectorKVPipe, KVPipeBase
+    from .launch import Launcher, ReplicaHandle
     from .lazy import lazy_names
     from .memory_pool import BufferAllocator, ManagedBuffer
+    from .placement import HostSpec, Placement, StagePlacement, load_placement
     from .plugins import get_plugin_registry
     from .ports import (
         KV_RANK_PORT_STRIDE,
@@ -111,10 +130,13 @@ if TYPE_CHECKING:
         CliCommand,
         ConfigKey,
         ConnectorRegistration,
+        CoordinatorRegistration,
+        LauncherRegistration,
         PolicyRegistration,
         ServiceRegistration,
         import_target,
     )
+    from .remote import ChildConnector, ChildGone, JsonLinesChannel, JsonLinesChild
     from .serialization import (
         DecodeLimits,
         OmniSerde,

@@ -12,7 +12,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 if TYPE_CHECKING:
-    from .registration import ConnectorRegistration
+    from .registration import ConnectorRegistration, CoordinatorRegistration, LauncherRegistration
 
 
 @hookspec
@@ -36,4 +36,16 @@ def omni_register_load_balancers() -> list[Any]:
 @hookspec
 def omni_register_services() -> list[Any]:
     """Return :class:`omni_core.ServiceRegistration` records for ``omni services up NAME``."""
+    raise NotImplementedError
+
+
+@hookspec
+def omni_register_launchers() -> list[LauncherRegistration]:
+    """Return the launchers this plugin provides (``launcher: NAME``; targets are lazy ``module:Class`` strings)."""
+    raise NotImplementedError
+
+
+@hookspec
+def omni_register_coordinators() -> list[CoordinatorRegistration]:
+    """Return the stage-replica coordinators this plugin provides (lazy ``module:attr`` targets)."""
     raise NotImplementedError

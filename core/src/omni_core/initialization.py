@@ -40,6 +40,7 @@ __all__ = [
     "initialize_orchestrator_connectors",
     "resolve_connector_spec",
     "resolve_omni_kv_config_for_stage",
+    "stage_payload_to_specs",
 ]
 
 DEFAULT_ZMQ_PORT = 50051

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -19,8 +20,9 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
-from .registration import ConnectorRegistration
+from .errors import ConfigError, PluginError
+from .registration import ConnectorRegistration, CoordinatorRegistration, LauncherRegistration
+from .suggest import did_you_mean
 from .version import SUPPORTED_API_VERSIONS, __version__
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ class PluginRecord:
     load_balancers: list[Any] = field(default_factory=list)
     cli_commands: list[Any] = field(default_factory=list)
     services: list[Any] = field(default_factory=list)
+    launchers: list[LauncherRegistration] = field(default_factory=list)
+    coordinators: list[CoordinatorRegistration] = field(default_factory=list)
 
     def fail(self, message: str, cause: BaseException | None = None) -> None:
         self.status = "broken"
@@ -135,6 +139,8 @@ class PluginRegistry:
         record.load_balancers = self._call(record, "omni_register_load_balancers", object)
         record.cli_commands = self._call(record, "omni_register_cli_commands", object)
         record.services = self._call(record, "omni_register_services", object)
+        record.launchers = self._call(record, "omni_register_launchers", LauncherRegistration)
+        record.coordinators = self._call(record, "omni_register_coordinators", CoordinatorRegistration)
         self._reindex()
         return record
 
@@ -200,6 +206,46 @@ class PluginRegistry:
 
     def services(self) -> list[tuple[Any, PluginRecord]]:
         return [(s, r) for r in self.plugins.values() for s in r.services]
+
+    def launchers(self) -> list[tuple[LauncherRegistration, PluginRecord]]:
+        return [(launcher, r) for r in self.plugins.values() for launcher in r.launchers]
+
+    def coordinators(self) -> list[tuple[CoordinatorRegistration, PluginRecord]]:
+        return [(c, r) for r in self.plugins.values() for c in r.coordinators]
+
+    def select(self, kind: str, name: str) -> tuple[Any, PluginRecord]:
+        """The one registration of ``kind`` named ``name``, and the plugin providing it.
+
+        ``kind`` is one of :data:`SELECTABLE` (``"launcher"``, ``"load-balancing policy"``, ...).  An unknown name
+        raises :class:`ConfigError` listing the valid ones (and the closest, if one is close); a name two plugins
+        provide raises :class:`ConfigError` naming both.
+        """
+        queries: dict[str, Callable[[], list[tuple[Any, PluginRecord]]]] = {
+            "launcher": self.launchers,
+            "coordinator": self.coordinators,
+            "load-balancing policy": self.load_balancers,
+            "service": self.services,
+        }
+        entries = queries[kind]()
+        found = [(reg, record) for reg, record in entries if reg.name == name]
+        if not found:
+            names = sorted({reg.name for reg, _ in entries})
+            valid = ", ".join(names) or "(none registered)"
+            hint = did_you_mean(name, names)
+            raise ConfigError(f"unknown {kind} {name!r}{hint}; valid {SELECTABLE[kind]}: {valid}")
+        if len(found) > 1:
+            who = " and ".join(record.label for _, record in found)
+            raise ConfigError(f"{kind} {name!r} is provided by more than one plugin: {who}")
+        return found[0]
+
+
+#: The kinds :meth:`PluginRegistry.select` chooses among, and their plurals.
+SELECTABLE = {
+    "launcher": "launchers",
+    "coordinator": "coordinators",
+    "load-balancing policy": "policies",
+    "service": "services",
+}
 
 
 def missing_requirements(registration: ConnectorRegistration) -> list[str]:

@@ -106,10 +106,7 @@ class ConnectorRegistration:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"ConnectorRegistration.name must be a non-empty str, got {self.name!r}")
-        if not isinstance(self.target, str) or not _TARGET.match(self.target):
-            raise ValueError(
-                f"connector {self.name!r}: target must look like 'package.module:Class', got {self.target!r}"
-            )
+        check_target("connector", self.name, self.target, "Class")
         object.__setattr__(self, "aliases", tuple(self.aliases))
         if self.config_keys is not None:
             keys = tuple(self.config_keys)
@@ -165,8 +162,7 @@ class PolicyRegistration:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.target, str) or not _TARGET.match(self.target):
-            raise ValueError(f"policy {self.name!r}: target must look like 'package.module:Class', got {self.target!r}")
+        check_target("policy", self.name, self.target, "Class")
 
 
 @dataclass(frozen=True)
@@ -182,10 +178,7 @@ class CliCommand:
     target: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.target, str) or not _TARGET.match(self.target):
-            raise ValueError(
-                f"command {self.name!r}: target must look like 'package.module:function', got {self.target!r}"
-            )
+        check_target("command", self.name, self.target, "function")
 
 
 @dataclass(frozen=True)
@@ -203,10 +196,67 @@ class ServiceRegistration:
     target: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.target, str) or not _TARGET.match(self.target):
-            raise ValueError(
-                f"service {self.name!r}: target must look like 'package.module:function', got {self.target!r}"
-            )
+        check_target("service", self.name, self.target, "function")
+
+
+@dataclass(frozen=True)
+class LauncherRegistration:
+    """A launcher a plugin provides: it starts ``omni run``'s stage replicas where the config's placement says.
+
+    name: the name configs (``launcher: NAME``) and ``omni run --launcher NAME`` use.
+    target: a lazy ``"module:Class"``, a :class:`omni_core.Launcher` subclass, called as
+        ``Class(placement, replicas)`` (see :mod:`omni_core.launch`).
+    placement_keys: the placement keys it honours, of :data:`omni_core.placement.PLACEMENT_KEYS`; a config
+        that uses another is refused before anything starts, naming the stage and key.
+    """
+
+    name: str
+    target: str
+    description: str = ""
+    placement_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        from .placement import PLACEMENT_KEYS
+
+        check_target("launcher", self.name, self.target, "Class")
+        object.__setattr__(self, "placement_keys", tuple(self.placement_keys))
+        unknown = sorted(set(self.placement_keys) - set(PLACEMENT_KEYS))
+        if unknown:
+            raise ValueError(f"launcher {self.name!r}: unknown placement key(s) {unknown}; known: {PLACEMENT_KEYS}")
+
+
+@dataclass(frozen=True)
+class CoordinatorRegistration:
+    """A stage-replica coordinator a plugin provides, reached through lazy ``"module:attr"`` targets.
+
+    A runner (``omni run``) uses it without importing the plugin; each target is called as upstream's API is:
+
+    runtime: ``runtime(host=, heartbeat_timeout=)`` starts a coordinator; it has ``router_address``,
+        ``pub_address`` and ``close()``.
+    hub_client: ``hub_client(pub_address)`` follows its replica list: ``get_replicas_for_stage(stage_id).replicas``
+        (records with ``input_addr``, ``queue_length``, ``status.value``) and ``close()``.
+    stage_client: ``stage_client(coord_zmq_addr=, input_addr=, output_addr=, stage_id=, queue_length_getter=)``
+        registers a stage replica and heartbeats; ``close()`` deregisters it.
+    load_balancer: ``load_balancer(policy)`` returns the zero-argument factory of the policy named ``policy``,
+        whose instances ``select(task, replicas)`` return an index into ``replicas``.
+    """
+
+    name: str
+    runtime: str
+    hub_client: str
+    stage_client: str
+    load_balancer: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for role in ("runtime", "hub_client", "stage_client", "load_balancer"):
+            check_target(f"coordinator {self.name!r}", role, getattr(self, role), "attr")
+
+
+def check_target(kind: str, name: str, target: object, attr: str) -> None:
+    """Raise ValueError naming ``kind`` and ``name`` unless ``target`` looks like ``"package.module:attr"``."""
+    if not isinstance(target, str) or not _TARGET.match(target):
+        raise ValueError(f"{kind} {name!r}: target must look like 'package.module:{attr}', got {target!r}")
 
 
 def import_target(target: str) -> Any:

@@ -8,11 +8,15 @@ one command; each answer is one JSON line on stdout (nothing is pickled):
   ``{"found", "size", "checksum", "get_s"}``
 - ``{"op": "close"}`` -> ``{"closed": true}`` and exit.
 
+:class:`JsonLinesChannel` is the one JSON-lines protocol of the repository: the test children, the reliability
+stages and the stage replicas of ``omni run`` (whatever launcher starts them) all speak it.
+
 KIND is a name from :mod:`omni_core.samples` or ``"bytes:N"`` (an N-byte uint8 tensor).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -20,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from .base import resolve_payload
@@ -32,92 +37,208 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 
+#: Seconds a child has, after SIGTERM, before it is killed.
+TERM_GRACE_S = 5.0
+
+
 class ChildGone(RuntimeError):
-    """The child process exited (or was killed) before it answered."""
+    """The peer (a child process, a stage replica) is gone: it exited, was killed or closed its side."""
 
 
-class JsonLinesChild:
-    """Parent side of a child process driven by JSON lines: a command per stdin line, an answer per stdout line.
+class JsonLinesChannel(ABC):
+    """A peer driven by JSON lines both ways: a command per line out, a message per line in.
 
-    The child's first line is its greeting (kept in :attr:`hello`); ``RuntimeError`` if it does not say
-    ``ready``.  Reads wait at most ``timeout`` seconds (TimeoutError); a child that exits first raises
-    :class:`ChildGone`.  ``close()`` sends ``{"op": "close"}`` and SIGKILLs a child that does not exit.
+    Subclasses provide the transport: :meth:`fileno` (readable when the peer wrote something), :meth:`_receive`
+    (one read; ``b""`` once the peer closed its side), :meth:`_transmit` (raise :class:`ChildGone` when the peer
+    is gone), :meth:`_gone` (why it is gone) and :meth:`kill`.  This base buffers and parses: :meth:`pump` moves
+    what arrived into :attr:`lines`, :meth:`read` waits for the next message, :meth:`wait_ready` for the peer's
+    greeting (``{"ready": true, ...}``, or ``{"ready": false, "error": ...}``), :meth:`request_close` asks it to
+    close (``{"op": "close"}``).  :attr:`alive` turns False once the peer is gone.
     """
 
-    def __init__(self, command: list[str], *, timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
-        self.timeout = timeout
-        child_env = {"OMP_NUM_THREADS": "1", **os.environ, **(env or {})}  # idle torch workers spin
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env)
-        assert self.proc.stdout is not None
-        self._fd = self.proc.stdout.fileno()
+    timeout: float = 60.0
+
+    def __init__(self) -> None:
         self._buffer = b""
+        self.lines: list[dict[str, Any]] = []
+        self.hello: dict[str, Any] = {}
+        self.alive = True
+        self._close_sent = False
+
+    @abstractmethod
+    def fileno(self) -> int:
+        """A descriptor that is readable when the peer wrote something (for ``select``)."""
+
+    @abstractmethod
+    def _receive(self) -> bytes:
+        """One read of what the peer wrote; ``b""`` once it closed its side."""
+
+    @abstractmethod
+    def _transmit(self, data: bytes) -> None:
+        """Write ``data`` to the peer; :class:`ChildGone` if it is gone."""
+
+    @abstractmethod
+    def _gone(self) -> str:
+        """Why the peer is gone, as a sentence's end (``"exited with code 1"``)."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the peer at once, without a chance to clean up."""
+
+    def pump(self) -> bool:
+        """Move what the peer wrote into :attr:`lines` (one read: call when :meth:`fileno` is readable).
+
+        Returns False once the peer closed its side (and marks it not :attr:`alive`).
+        """
+        chunk = self._receive()
+        if not chunk:
+            self.alive = False
+            return False
+        *complete, self._buffer = (self._buffer + chunk).split(b"\n")
+        self.lines.extend(json.loads(line) for line in complete if line.strip())
+        return True
+
+    def send(self, command: dict[str, Any]) -> None:
+        """Send one command without waiting for an answer; :class:`ChildGone` (and not alive) if the peer is gone."""
         try:
-            self.hello = self.read()
+            self._transmit((json.dumps(command) + "\n").encode())
+        except ChildGone:
+            self.alive = False
+            raise
+
+    def read(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next message, within ``timeout`` seconds (default :attr:`timeout`; TimeoutError after that)."""
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        while not self.lines:
+            if not self.alive:
+                raise ChildGone(f"{self} {self._gone()}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self} did not answer within {wait} s")
+            if select.select([self.fileno()], [], [], remaining)[0] and not self.pump():
+                raise ChildGone(f"{self} {self._gone()}")
+        return self.lines.pop(0)
+
+    def call(self, command: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one command and return the next message."""
+        self.send(command)
+        return self.read(timeout)
+
+    def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
+        """Read the greeting into :attr:`hello`; kill the peer and raise ``RuntimeError`` unless it is ready."""
+        try:
+            self.hello = self.read(timeout)
         except BaseException:
             self.kill()
             raise
         if not self.hello.get("ready"):
             self.kill()
-            raise RuntimeError(f"child {command[-1]!r:.200} did not start: {self.hello}")
+            raise RuntimeError(f"{self} failed to start: {self.hello.get('error', self.hello)}")
+        return self.hello
+
+    def request_close(self) -> None:
+        """Send ``{"op": "close"}`` once, without waiting for the peer (nothing if it is gone)."""
+        if not self._close_sent and self.alive:
+            self._close_sent = True
+            with contextlib.suppress(ChildGone):
+                self.send({"op": "close"})
+
+
+class JsonLinesChild(JsonLinesChannel):
+    """A child process driven by JSON lines over its stdin and stdout.
+
+    The child's first line is its greeting, ``{"ready": true, ...}`` (or ``{"ready": false, "error": ...}``),
+    kept in :attr:`hello`; with ``wait=True`` (the default) the constructor reads it and raises ``RuntimeError``
+    unless it says ready, else call :meth:`wait_ready`.  Reads wait at most ``timeout`` seconds (TimeoutError);
+    a child that exits first raises :class:`ChildGone`.  :meth:`close` sends ``{"op": "close"}``, then SIGTERM
+    and SIGKILL to a child that does not exit in time.  ``start_new_session`` keeps the terminal's Ctrl-C from the
+    child, so its parent decides how it stops.
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        start_new_session: bool = False,
+    ) -> None:
+        super().__init__()
+        self.timeout = timeout
+        child_env = {"OMP_NUM_THREADS": "1", **os.environ, **(env or {})}  # idle torch workers spin
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env, start_new_session=start_new_session
+        )
+        assert self.proc.stdout is not None
+        self._fd = self.proc.stdout.fileno()
+        if wait:
+            self.wait_ready()
+
+    def __repr__(self) -> str:
+        return f"child {self.pid}"
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def send(self, command: dict[str, Any]) -> None:
-        """Send one command without waiting for its answer."""
+    def fileno(self) -> int:
+        return self._fd
+
+    def _receive(self) -> bytes:
+        if self.proc.stdout is None or self.proc.stdout.closed:
+            return b""
+        return os.read(self._fd, 1 << 16)
+
+    def _transmit(self, data: bytes) -> None:
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write((json.dumps(command) + "\n").encode())
+            self.proc.stdin.write(data)
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError) as exc:
-            raise ChildGone(f"child {self.pid} is gone") from exc
+            raise ChildGone(f"{self} is gone") from exc
 
-    def read(self, timeout: float | None = None) -> dict[str, Any]:
-        """The next answer, within ``timeout`` seconds (default: the child's)."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while b"\n" not in self._buffer:
-            if self.proc.stdout is None or self.proc.stdout.closed:
-                raise ChildGone(f"child {self.pid} was killed")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"child {self.pid} did not answer within {self.timeout if timeout is None else timeout} s"
-                )
-            if select.select([self._fd], [], [], remaining)[0]:
-                chunk = os.read(self._fd, 1 << 16)
-                if not chunk:
-                    raise ChildGone(f"child {self.pid} exited with {self.proc.wait()}")
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)
-
-    def call(self, command: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """Send one command and return the child's answer."""
-        self.send(command)
-        return self.read(timeout)
+    def _gone(self) -> str:
+        if self.proc.stdout is None or self.proc.stdout.closed:
+            return "was killed"
+        code = self.proc.wait()
+        return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
 
     def kill(self) -> None:
         """SIGKILL: the child gets no chance to clean up."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        self.alive = False
         self._close_pipes()
 
     def close(self) -> None:
-        """Ask the child to close and exit; SIGKILL it if it does not."""
-        if self.proc.poll() is None:
+        """Ask the child to close and exit (reading what it still writes) within ``timeout``; then SIGTERM it, and
+        SIGKILL it if it is still there :data:`TERM_GRACE_S` later."""
+        self.request_close()
+        deadline = time.monotonic() + self.timeout
+        with contextlib.suppress(ChildGone, OSError, ValueError):
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                ready = select.select([self._fd], [], [], max(0.0, deadline - time.monotonic()))[0]
+                if ready and not self.pump():
+                    break
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:  # busy (a long get, say): SIGTERM, which a child may handle to clean up
+            self.proc.terminate()
             try:
-                self.call({"op": "close"})
-                self.proc.wait(timeout=self.timeout)
-            except (ChildGone, TimeoutError, subprocess.TimeoutExpired):
+                self.proc.wait(timeout=TERM_GRACE_S)
+            except subprocess.TimeoutExpired:
                 self.kill()
+        self.alive = False
         self._close_pipes()
 
     def _close_pipes(self) -> None:
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
 
     def __enter__(self) -> Self:
         return self

@@ -246,6 +246,14 @@ def test_worker_killed_mid_run_gives_a_clear_error(disposable_worker: LocalDatas
     connector.close()
 
 
+def test_host_auto_is_the_worker_on_this_hosts_address(
+    datasystem_worker: LocalDatasystemWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMNI_HOST_IP", datasystem_worker.host)  # the session worker listens on loopback
+    with YuanrongConnector(kv_extra(datasystem_worker, host="auto")) as connector:
+        assert connector.host == datasystem_worker.host and connector.health()["status"] == "healthy"
+
+
 def test_no_worker_at_the_address_fails_at_construction() -> None:
     port = free_port()
     with pytest.raises(DatasystemUnavailableError, match=f"127.0.0.1:{port} within connect_timeout_ms=1000"):

@@ -14,9 +14,10 @@ import zmq
 from fake_ascend_engine import FakeAscendTransferEngine
 
 from omni_core import ConfigError, ConnectorSpec, EnvVarExpansionError, OmniConnectorFactory, resolve_host
+from omni_yuanrong import te_connector
 from omni_yuanrong.netutil import free_port
 from omni_yuanrong.te_connector import YuanrongTransferEngineConnector
-from omni_yuanrong.te_control import ACK_ERROR, QUERY_INFO, encode_request
+from omni_yuanrong.te_control import ACK_ERROR, CLEANUP_KEY, QUERY_INFO, encode_request
 from omni_yuanrong.te_device import NPUUnavailableError
 from omni_yuanrong.te_engine import TransferEngineError, real_engine
 from omni_yuanrong.te_payload import RawPayloadBuffer
@@ -130,6 +131,33 @@ def test_cleanup_frees_every_edge_of_a_request(
     sender.cleanup("req")
     assert sender.health()["pending"] == 1
     assert receiver.get(*EDGE, "req") is None
+
+
+def test_a_free_the_sender_did_not_answer_is_asked_again_with_the_next_read(
+    sender: YuanrongTransferEngineConnector, receiver: YuanrongTransferEngineConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answered = te_connector.request
+    sender_cut_off = True
+
+    def request(context: Any, endpoint: str, message: bytes, timeout_ms: int) -> bytes:
+        if sender_cut_off and message.startswith(CLEANUP_KEY):
+            raise TimeoutError(f"TransferEngine sender at {endpoint} did not answer within {timeout_ms} ms")
+        return answered(context, endpoint, message, timeout_ms)
+
+    monkeypatch.setattr(te_connector, "request", request)
+    _, _, metadata = sender.put(*EDGE, "first", b"one")
+    result = receiver.get(*EDGE, "first", metadata)
+    assert result is not None and result[0].to_payload() == b"one"
+    result[0].release()
+    assert receiver.health()["unreleased"] == 1 and receiver.health()["timeouts"] == 1
+    assert sender.health()["pending"] == 1  # leased to the reader, so no second reader gets it
+    assert receiver.get(*EDGE, "first", metadata) is None
+    sender_cut_off = False
+    _, _, metadata = sender.put(*EDGE, "second", b"two")
+    result = receiver.get(*EDGE, "second", metadata)
+    assert result is not None and result[0].to_payload() == b"two"
+    result[0].release()
+    assert receiver.health()["unreleased"] == 0 and sender.health()["pending"] == 0
 
 
 def test_unclaimed_payloads_are_reclaimed_after_the_ttl() -> None:

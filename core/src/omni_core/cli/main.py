@@ -10,6 +10,14 @@ from ..plugins import get_plugin_registry
 from ..registration import import_target
 from ..version import __version__
 
+#: Commands this repository's plugins add, and what installs them (named when the command is missing).
+PLUGIN_COMMANDS = {
+    "run": "omni-core[pipeline]",
+    "bench": "omni-core[pipeline]",
+    "services": "omni-core[pipeline]",
+    "coordinator": "omni-core[coordinator]",
+}
+
 
 def _build_parser(plugin_commands: dict[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omni", description="Omni Connectors: move data between pipeline stages.")
@@ -21,23 +29,6 @@ def _build_parser(plugin_commands: dict[str, str]) -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION")
     validate = config_sub.add_parser("validate", help="validate a config and print its edge -> connector table")
     validate.add_argument("file")
-    run = sub.add_parser("run", help="drive a pipeline config through real stage processes and connectors")
-    run.add_argument("config")
-    run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
-    run.add_argument("--kill-replica", type=int, metavar="STAGE", help="SIGKILL one replica of STAGE mid-run")
-    bench = sub.add_parser("bench", help="measure connector bandwidth between two processes (memcpy as ceiling)")
-    bench.add_argument("--connectors", default="SharedMemoryConnector", help="comma-separated connector names")
-    bench.add_argument("--config", help="YAML/JSON mapping connector name -> extra (servers, ports)")
-    bench.add_argument("--sizes", default="4KiB,1MiB,16MiB,64MiB", help="comma-separated payload sizes")
-    bench.add_argument("--repeat", type=int, default=10, help="samples per size (after one warm-up)")
-    bench.add_argument("--out", default="bench-results/omni", help="directory for results.json, .md and .png")
-    bench.add_argument("--no-progress", action="store_true")
-    services = sub.add_parser("services", help="start or stop local backends for trying the examples")
-    services_sub = services.add_subparsers(dest="action", metavar="ACTION", required=True)
-    up = services_sub.add_parser("up", help="start a local backend (e.g. mooncake, yuanrong)")
-    up.add_argument("name")
-    down = services_sub.add_parser("down", help="stop local backends started with 'up' (all if none named)")
-    down.add_argument("names", nargs="*")
     for name, help_text in sorted(plugin_commands.items()):
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -57,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"omni {argv[0]}: {record.label} failed to load: {exc}", file=sys.stderr)
             return 1
         return int(handler(argv[1:]) or 0)
+    if argv and argv[0] in PLUGIN_COMMANDS:
+        print(f"omni {argv[0]}: no installed plugin provides this command; "
+              f"install it with: pip install '{PLUGIN_COMMANDS[argv[0]]}'", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.command == "plugins":
         from . import plugins_cmd
@@ -70,18 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import config_cmd
 
         return config_cmd.run(args)
-    if args.command == "bench":
-        from . import bench_cmd
-
-        return bench_cmd.run(args)
-    if args.command == "services":
-        from . import services_cmd
-
-        return services_cmd.run(args)
-    if args.command == "run":
-        from ..run.orchestrator import main as run_main
-
-        return run_main(args.config, progress=not args.no_progress, kill_stage=args.kill_replica)
     parser.print_help(sys.stderr)
     return 2
 

@@ -32,8 +32,11 @@ def run(args: argparse.Namespace) -> int:
         for names, caps, status in connectors:
             problems += status != "loaded"
             rows.append([*base, names, caps, status])
-        extras = [f"policy {p.name}" for p in record.load_balancers] + [
-            f"command {c.name}" for c in record.cli_commands
+        extras = [
+            *(f"policy {p.name}" for p in record.load_balancers),
+            *(f"command {c.name}" for c in record.cli_commands),
+            *(f"launcher {launcher.name}" for launcher in record.launchers),
+            *(f"coordinator {c.name}" for c in record.coordinators),
         ]
         if record.status == "loaded" and (extras or not connectors):
             rows.append([*base, ", ".join(extras) or "-", "-", "loaded"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omni_core import CliCommand, PolicyRegistration, hookimpl
+from omni_core import CliCommand, CoordinatorRegistration, PolicyRegistration, hookimpl
 
 
 @hookimpl
@@ -19,3 +19,17 @@ def omni_register_load_balancers() -> list[PolicyRegistration]:
 @hookimpl
 def omni_register_cli_commands() -> list[CliCommand]:
     return [CliCommand("coordinator", "run an OmniCoordinator (omni coordinator serve)", "omni_coordinator.cli:main")]
+
+
+@hookimpl
+def omni_register_coordinators() -> list[CoordinatorRegistration]:
+    return [
+        CoordinatorRegistration(
+            name="omni",
+            runtime="omni_coordinator.runtime:OmniCoordinatorRuntime",
+            hub_client="omni_coordinator.hub_client:OmniCoordClientForHub",
+            stage_client="omni_coordinator.stage_client:create_stage_coord_client",
+            load_balancer="omni_coordinator.load_balancer:build_load_balancer_factory",
+            description="OmniCoordinator over ZMQ: replicas register and heartbeat, hubs follow the list",
+        )
+    ]

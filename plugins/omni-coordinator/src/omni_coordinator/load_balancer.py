@@ -14,7 +14,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypedDict
 
-from omni_core import did_you_mean, get_plugin_registry, import_target
+from omni_core import get_plugin_registry, import_target
 
 from .messages import ReplicaInfo
 
@@ -103,18 +103,7 @@ def build_load_balancer_factory(policy: str) -> Callable[[], LoadBalancer]:
     provide raises ValueError naming both.
     """
     name = policy.value if isinstance(policy, LoadBalancingPolicy) else str(policy)
-    providers: dict[str, list[tuple[Any, Any]]] = {}
-    for registration, record in get_plugin_registry().load_balancers():
-        providers.setdefault(registration.name, []).append((registration, record))
-    found = providers.get(name)
-    if not found:
-        valid = ", ".join(sorted(providers)) or "(none registered)"
-        hint = did_you_mean(name, providers)
-        raise ValueError(f"unknown load-balancing policy {name!r}{hint}; valid policies: {valid}")
-    if len(found) > 1:
-        who = " and ".join(record.label for _, record in found)
-        raise ValueError(f"load-balancing policy {name!r} is provided by more than one plugin: {who}")
-    registration, record = found[0]
+    registration, record = get_plugin_registry().select("load-balancing policy", name)
     factory = import_target(registration.target)
     if not (isinstance(factory, type) and issubclass(factory, LoadBalancer)):
         raise ValueError(f"policy {name!r} from {record.label}: {registration.target} is not a LoadBalancer subclass")

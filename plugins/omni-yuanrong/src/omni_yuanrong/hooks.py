@@ -15,7 +15,7 @@ def omni_register_connectors() -> list[ConnectorRegistration]:
             target="omni_yuanrong.kv_connector:YuanrongConnector",
             capabilities=Capabilities(delivery=Delivery.PERSISTENT, cross_host=True),
             config_keys=(
-                ConfigKey("host", str, "127.0.0.1", "datasystem worker host"),
+                ConfigKey("host", str, "127.0.0.1", "datasystem worker address; auto = this host's address"),
                 ConfigKey("port", (int, str), 35001, "datasystem worker port (upstream wrote it as a string)"),
                 ConfigKey("get_sub_timeout_ms", int, 1000, "how long get waits for a late producer"),
                 ConfigKey("connect_timeout_ms", int, 5000, "client connect timeout"),

@@ -20,6 +20,7 @@ from omni_core import (
     SerializedPayload,
     expand_env_int,
     expand_env_value,
+    resolve_host,
 )
 
 from .backend import KEY_NOT_FOUND, RPC_UNAVAILABLE, import_datasystem, status_code
@@ -73,8 +74,9 @@ class KVSettings:
         def number(name: str) -> int:
             return expand_env_int(config.get(name, getattr(cls, name)), field_name=f"YuanrongConnector {name}")
 
+        host = str(expand_env_value(config.get("host", cls.host)))
         settings = cls(
-            host=str(expand_env_value(config.get("host", cls.host))),
+            host=resolve_host(host) if host.strip().lower() == "auto" else host,
             port=number("port"),
             get_sub_timeout_ms=max(0, number("get_sub_timeout_ms")),
             connect_timeout_ms=number("connect_timeout_ms"),
@@ -122,6 +124,10 @@ class YuanrongConnector(OmniConnectorBase):
         self._tracked: OrderedDict[str, set[str]] = OrderedDict()
         self._counters = dict.fromkeys(("puts", "gets", "misses", "errors", "timeouts", "bytes_transferred"), 0)
         self._last_error = ""
+        #: Buffers of zero-copy writes the worker did not answer: the client library may still send them (a
+        #: request queued while the network was down goes out once it is back), so they are kept until the
+        #: worker answers a later request, and freed only after the client on close.
+        self._quarantine: list[tuple[Any, int]] = []
         client = api.KVClient(
             self.host,
             self.port,
@@ -152,6 +158,8 @@ class YuanrongConnector(OmniConnectorBase):
             self._store(client, key, payload)
         except RuntimeError as exc:
             logger.warning("%s", self._note_failure("put", key, exc))
+            if status_code(exc) == RPC_UNAVAILABLE:
+                self._track(put_key, key)  # the request may still reach the worker: cleanup must delete it
             return False, 0, None
         self._done(put_key, key, "puts", payload.nbytes)
         return True, payload.nbytes, None
@@ -197,6 +205,7 @@ class YuanrongConnector(OmniConnectorBase):
         with self._lock:
             report: dict[str, Any] = {"host": self.host, "port": self.port, **self._counters}
             report["last_error"] = self._last_error
+            report["quarantined_bytes"] = sum(nbytes for _, nbytes in self._quarantine)
         if self.closed:
             return {"status": "unhealthy", "reason": "connector is closed", **report}
         probe = self._client.health_check()
@@ -205,8 +214,11 @@ class YuanrongConnector(OmniConnectorBase):
         return {"status": "unhealthy", "reason": f"worker {self.endpoint}: {probe.to_string()}", **report}
 
     def close(self) -> None:
-        """Drop the client (the bindings disconnect when it is freed); stored values stay in the worker."""
+        """Drop the client (the bindings disconnect when it is freed), then the quarantined buffers; stored
+        values stay in the worker."""
         self._client = None
+        with self._lock:
+            self._quarantine.clear()
 
     # -- internals ------------------------------------------------------------------
     def _open_client(self) -> Any:
@@ -231,7 +243,13 @@ class YuanrongConnector(OmniConnectorBase):
             return
         buffers = client.mcreate([key], [payload.nbytes], self._write_mode)
         payload.write_into(buffers[0].MutableData())
-        client.mset_buffer(buffers)
+        try:
+            client.mset_buffer(buffers)
+        except RuntimeError as exc:
+            if status_code(exc) == RPC_UNAVAILABLE:
+                with self._lock:
+                    self._quarantine.append((buffers, payload.nbytes))
+            raise
 
     def _get(self, from_stage: str, to_stage: str, get_key: str, deadline: float) -> tuple[Any, int] | None:
         client = self._open_client()
@@ -251,15 +269,28 @@ class YuanrongConnector(OmniConnectorBase):
         return obj, size
 
     def _wait_for(self, client: Any, key: str, deadline: float) -> Any | None:
-        """The value's read-only buffer, polled in GIL-friendly slices until ``deadline``; None if absent."""
+        """The value's read-only buffer, polled in GIL-friendly slices until ``deadline``; None if absent.
+
+        A request no worker answered is tried again while the deadline allows (the first request over a
+        connection that a network partition broke fails once the network is back), so the call raises at
+        most ``req_timeout_ms`` after its deadline.
+        """
         while True:
             remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
             try:
                 buffers = client.get_buffers([key], min(remaining_ms, WAIT_SLICE_MS))
             except RuntimeError as exc:
-                if status_code(exc) != KEY_NOT_FOUND:
+                code = status_code(exc)
+                if code == RPC_UNAVAILABLE and time.monotonic() < deadline:
+                    self._count(timeouts=1)
+                    logger.info("YuanrongConnector get of %r at worker %s: no answer, trying again: %s",
+                                key, self.endpoint, exc)
+                    time.sleep(min(WAIT_SLICE_MS / 1000, max(0.0, deadline - time.monotonic())))  # no busy loop
+                    continue
+                if code != KEY_NOT_FOUND:
                     raise self._backend_error("get", key, exc) from exc
                 buffers = [None]
+            self._release_quarantine()
             if buffers[0] is not None or time.monotonic() >= deadline:
                 return buffers[0]
 
@@ -278,11 +309,23 @@ class YuanrongConnector(OmniConnectorBase):
             self._last_error = message
         return message
 
+    def _release_quarantine(self) -> None:
+        """The worker answered a request: whatever was queued before it has gone out, so the buffers can go."""
+        if self._quarantine:
+            with self._lock:
+                self._quarantine.clear()
+
     def _done(self, request_id: str, key: str, counter: str, nbytes: int) -> None:
         """Count a successful put/get and remember its key for ``cleanup(request_id)``."""
+        self._release_quarantine()
         with self._lock:
             self._counters[counter] += 1
             self._counters["bytes_transferred"] += nbytes
+        self._track(request_id, key)
+
+    def _track(self, request_id: str, key: str) -> None:
+        """Remember ``key`` for ``cleanup(request_id)``."""
+        with self._lock:
             keys = self._tracked.get(request_id)
             if keys is None:
                 self._tracked[request_id] = {key}

@@ -81,6 +81,9 @@ class YuanrongTransferEngineConnector(OmniConnectorBase):
         self.sender_host, self.sender_zmq_port = settings.sender_host, settings.sender_zmq_port
         self._lock = threading.Lock()
         self._counters = dict.fromkeys(("puts", "gets", "errors", "timeouts", "bytes_transferred"), 0)
+        #: Payloads read from a sender that did not confirm freeing them (it was unreachable), by "host:port":
+        #: the free is asked again with the next payload read from that sender.
+        self._unreleased: dict[str, list[str]] = {}
         if self.pool_device != HOST_POOL_DEVICE:
             require_npu(self.pool_device)
         try:
@@ -165,7 +168,7 @@ class YuanrongTransferEngineConnector(OmniConnectorBase):
         if info is None:
             return None
         buffer = self._read(host, info, fields)
-        self._release_at_sender(host, port, key)
+        self._release_at_sender(f"{host}:{port}", key)
         self._count(gets=1, bytes_transferred=buffer.size)
         if isinstance(buffer, RawPayloadBuffer):
             return buffer, buffer.size
@@ -185,6 +188,7 @@ class YuanrongTransferEngineConnector(OmniConnectorBase):
         accepts."""
         with self._lock:
             report: dict[str, Any] = dict(self._counters)
+            report["unreleased"] = sum(len(keys) for keys in self._unreleased.values())
         report.update(self.get_connection_info())
         report.update(
             protocol=self.protocol,
@@ -285,13 +289,21 @@ class YuanrongTransferEngineConnector(OmniConnectorBase):
             raise
         return buffer
 
-    def _release_at_sender(self, host: str, port: int, key: str) -> None:
-        try:
-            reply = request(self._context, f"{host}:{port}", encode_request(CLEANUP_KEY, key), self._timeout_ms)
-        except TimeoutError as exc:
-            reply = str(exc).encode()
-        if reply != ACK_OK:
-            logger.warning("sender %s:%d did not free %r after the read (its TTL will): %r", host, port, key, reply)
+    def _release_at_sender(self, endpoint: str, key: str) -> None:
+        """Tell the sender to free ``key`` (and what it could not be told before); keep what it does not answer."""
+        with self._lock:
+            keys = [key, *self._unreleased.pop(endpoint, [])]
+        for index, pending in enumerate(keys):
+            try:
+                reply = request(self._context, endpoint, encode_request(CLEANUP_KEY, pending), self._timeout_ms)
+            except TimeoutError as exc:
+                logger.warning("%s; freeing %d payload(s) there is asked again with its next read", exc, len(keys))
+                self._count(timeouts=1)
+                with self._lock:
+                    self._unreleased.setdefault(endpoint, []).extend(keys[index:])
+                return
+            if reply != ACK_OK:
+                logger.warning("sender %s did not free %r after the read (its TTL will): %r", endpoint, pending, reply)
 
     def _answer(self, kind: bytes, key: str) -> bytes:
         """Sender side of the control protocol (runs on the control thread)."""

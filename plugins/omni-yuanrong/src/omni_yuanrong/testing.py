@@ -1,11 +1,12 @@
-"""A throwaway datasystem worker on loopback, for tests, benchmarks and local experiments.
+"""A throwaway datasystem worker, for tests, benchmarks and local experiments.
 
 It runs the ``datasystem_worker`` binary shipped in the ``openyuanrong-datasystem``
-wheel directly (not through ``dscli``), with its built-in metastore (no etcd), a
-lean thread profile for small machines, every path inside one temporary
-directory (``HOME`` included, so nothing lands in ``~/datasystem``) and
-RocksDB's write-ahead log off.  Stop it with :meth:`LocalDatasystemWorker.stop`
-(SIGTERM, then SIGKILL), which also removes the directory.
+wheel directly (not through ``dscli``), on loopback by default, with its built-in
+metastore (no etcd) or joining another worker's, a lean thread profile for small
+machines, every path inside one temporary directory (``HOME`` included, so nothing
+lands in ``~/datasystem``) and RocksDB's write-ahead log off.  Stop it with
+:meth:`LocalDatasystemWorker.stop` (SIGTERM, then SIGKILL), which also removes the
+directory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .backend import import_datasystem
@@ -50,14 +52,21 @@ class WorkerStartError(RuntimeError):
 
 
 class LocalDatasystemWorker:
-    """One datasystem worker with its own metastore on 127.0.0.1, in a private temporary directory."""
+    """One datasystem worker in a private temporary directory.
 
-    def __init__(self, process: subprocess.Popen[bytes], workdir: Path, port: int, metastore_port: int) -> None:
+    ``metastore_address`` is the metastore it uses: its own (``host:metastore_port``,
+    started with it) or the one it joined.
+    """
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], workdir: Path, host: str, port: int, metastore_address: str
+    ) -> None:
         self.process = process
         self.workdir = workdir
-        self.host = "127.0.0.1"
+        self.host = host
         self.port = port
-        self.metastore_port = metastore_port
+        self.metastore_address = metastore_address
+        self.metastore_port = int(metastore_address.rsplit(":", 1)[1])
 
     @property
     def pid(self) -> int:
@@ -68,16 +77,32 @@ class LocalDatasystemWorker:
         return f"{self.host}:{self.port}"
 
     @classmethod
-    def start(cls, *, shared_memory_mb: int = 1024, ready_timeout_s: float = 60.0) -> LocalDatasystemWorker:
-        """Start a worker on free loopback ports and wait for its ready file (about 6 s).
+    def start(
+        cls,
+        *,
+        shared_memory_mb: int = 1024,
+        ready_timeout_s: float = 60.0,
+        host: str = "127.0.0.1",
+        metastore: str | None = None,
+        launcher: Sequence[str] = (),
+        flags: Mapping[str, str] | None = None,
+    ) -> LocalDatasystemWorker:
+        """Start a worker on a free port of ``host`` and wait for its ready file.
 
-        A port taken between choosing and binding it is retried with new ports.
+        With ``metastore=None`` the worker starts its own metastore on another free
+        port of ``host`` (about 6 s); with ``metastore="ip:port"`` it joins that
+        metastore's cluster (about 1-2 s).  ``launcher`` prefixes the command (e.g.
+        ``ip netns exec NS`` to start it on a test host); ``flags`` adds or
+        overrides worker flags.  A port taken between choosing and binding it is
+        retried with new ports.
         """
         error: WorkerStartError | None = None
         for _ in range(_START_ATTEMPTS):
             workdir = Path(tempfile.mkdtemp(prefix="omni-yuanrong-worker-"))
             try:
-                return cls._start_in(workdir, shared_memory_mb, ready_timeout_s)
+                return cls._start_in(
+                    workdir, shared_memory_mb, ready_timeout_s, host, metastore, launcher, dict(flags or {})
+                )
             except WorkerStartError as exc:
                 shutil.rmtree(workdir, ignore_errors=True)
                 error = exc
@@ -87,17 +112,27 @@ class LocalDatasystemWorker:
         raise error
 
     @classmethod
-    def _start_in(cls, workdir: Path, shared_memory_mb: int, ready_timeout_s: float) -> LocalDatasystemWorker:
+    def _start_in(
+        cls,
+        workdir: Path,
+        shared_memory_mb: int,
+        ready_timeout_s: float,
+        host: str,
+        metastore: str | None,
+        launcher: Sequence[str],
+        extra_flags: dict[str, str],
+    ) -> LocalDatasystemWorker:
         package = Path(import_datasystem().__file__ or "").parent
         binary = package / "datasystem_worker"
         if not binary.is_file():
             raise WorkerStartError(f"no datasystem_worker binary in {package}; reinstall openyuanrong-datasystem")
-        port, metastore_port = free_port(), free_port()
+        port = free_port()
+        metastore_address = metastore or f"{host}:{free_port()}"
         ready = workdir / "probe" / "ready"
         flags = {
-            "worker_address": f"127.0.0.1:{port}",
-            "metastore_address": f"127.0.0.1:{metastore_port}",
-            "start_metastore_service": "true",
+            "worker_address": f"{host}:{port}",
+            "metastore_address": metastore_address,
+            "start_metastore_service": "false" if metastore else "true",
             "shared_memory_size_mb": str(shared_memory_mb),
             **LEAN_FLAGS,
             "log_dir": str(workdir / "logs"),
@@ -105,25 +140,26 @@ class LocalDatasystemWorker:
             "unix_domain_socket_dir": str(workdir / "uds"),
             "ready_check_path": str(ready),
             "health_check_path": str(workdir / "probe" / "healthy"),
+            **extra_flags,
         }
         env = {**os.environ, "HOME": str(workdir), "LD_LIBRARY_PATH": str(package / "lib")}
         with open(workdir / "worker.out", "wb") as output:
             process = subprocess.Popen(
-                [str(binary), *(f"--{name}={value}" for name, value in flags.items())],
+                [*launcher, str(binary), *(f"--{name}={value}" for name, value in flags.items())],
                 env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        worker = cls(process, workdir, port, metastore_port)
+        worker = cls(process, workdir, host, port, metastore_address)
         deadline = time.monotonic() + ready_timeout_s
         while not ready.exists():
             if process.poll() is not None or time.monotonic() > deadline:
                 reason = f"exited with code {process.returncode}" if process.poll() is not None else "never got ready"
                 worker.kill()
                 raise WorkerStartError(
-                    f"datasystem worker on 127.0.0.1:{port} {reason} (waited up to {ready_timeout_s} s):\n"
+                    f"datasystem worker on {host}:{port} {reason} (waited up to {ready_timeout_s} s):\n"
                     + worker.log_tail(),
                     port_taken="Address already in use" in worker.log_tail(lines=0),
                 )

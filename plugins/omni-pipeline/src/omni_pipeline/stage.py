@@ -1,4 +1,8 @@
-"""A stage worker process for ``omni run``, controlled by JSON lines on stdin/stdout.
+"""A stage replica process of ``omni run``, controlled by JSON lines on stdin/stdout.
+
+``python -m omni_pipeline.stage CONFIG STAGE_ID [--coordinator NAME ADDRESS --address ADDRESS]``: it greets
+with ``{"ready": true}`` (or ``{"ready": false, "error": ...}``), answers commands (``input``, ``fetch``,
+``resend``) with messages, and on ``{"op": "close"}``, SIGTERM or the end of stdin closes its connectors and exits.
 
 It wires its edges exactly as an inference engine's stage would
 (``get_stage_connector_config`` + ``create_connectors_from_config``), receives
@@ -10,17 +14,27 @@ messages carry only metadata.
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
 import sys
 import time
 import warnings
 from typing import Any
 
-from ..base import OmniConnectorBase
-from ..config_loader import load_config_document, load_omni_transfer_config
-from ..digest import checksum
-from ..initialization import create_connectors_from_config, get_stage_connector_config, stage_payload_to_specs
-from ..kv_pipe import ConnectorKVPipe
+from omni_core import (
+    ConnectorKVPipe,
+    OmniConnectorBase,
+    checksum,
+    create_connectors_from_config,
+    get_plugin_registry,
+    get_stage_connector_config,
+    import_target,
+    load_config_document,
+    load_omni_transfer_config,
+    stage_payload_to_specs,
+)
+
 from .workload import Workload, kv_cache, stage_output
 
 
@@ -32,7 +46,10 @@ def _say(message: dict[str, Any]) -> None:
 class StageWorker:
     """One stage: its connectors, what it has received per request, and its outputs."""
 
-    def __init__(self, config_path: str, stage_id: int, coordinator: str | None = None, address: str = "") -> None:
+    def __init__(
+        self, config_path: str, stage_id: int, coordinator: tuple[str, str] | None = None, address: str = ""
+    ) -> None:
+        """``coordinator`` is (the registered coordinator's name, its address) to register with, if any."""
         self.stage_id = stage_id
         self.workload = Workload.from_config((load_config_document(config_path) or {}).get("workload"))
         if self.workload.tensor_bytes or self.workload.kv_cache_bytes:
@@ -56,10 +73,9 @@ class StageWorker:
         self.pending: dict[str, set[tuple[str, str]]] = {}
         self.coord_client = None
         if coordinator:
-            from omni_coordinator import create_stage_coord_client
-
-            self.coord_client = create_stage_coord_client(
-                coord_zmq_addr=coordinator,
+            registration, _ = get_plugin_registry().select("coordinator", coordinator[0])
+            self.coord_client = import_target(registration.stage_client)(
+                coord_zmq_addr=coordinator[1],
                 input_addr=address,
                 output_addr=address + "#out",
                 stage_id=stage_id,
@@ -178,15 +194,21 @@ def put_output(
 
 
 def main(argv: list[str]) -> int:
-    config_path, stage_id = argv[0], int(argv[1])
-    coordinator, address = (argv[2], argv[3]) if len(argv) > 3 else (None, "")
+    parser = argparse.ArgumentParser(prog="python -m omni_pipeline.stage")
+    parser.add_argument("config")
+    parser.add_argument("stage_id", type=int)
+    parser.add_argument("--coordinator", nargs=2, metavar=("NAME", "ADDRESS"), help="register with this coordinator")
+    parser.add_argument("--address", default="", help="this replica's address in the coordinator's list")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # close the connectors on the way out
     try:
-        worker = StageWorker(config_path, stage_id, coordinator, address)
+        worker = StageWorker(args.config, args.stage_id, args.coordinator, args.address)
     except Exception as exc:  # reported to the orchestrator, which names the stage
         notes = "; ".join(getattr(exc, "__notes__", []))
-        _say({"op": "failed", "error": f"{type(exc).__name__}: {exc}" + (f" ({notes})" if notes else "")})
+        _say({"ready": False, "error": f"{type(exc).__name__}: {exc}" + (f" ({notes})" if notes else "")})
         return 1
-    _say({"op": "ready"})
+    _say({"ready": True})
+    asked_to_close = False
     try:
         for line in sys.stdin:
             command = json.loads(line)
@@ -206,10 +228,14 @@ def main(argv: list[str]) -> int:
                             "error": f"{type(exc).__name__}: {exc}",
                         }
                     )
-            elif command["op"] == "stop":
+            elif command["op"] == "close":
+                asked_to_close = True
                 break
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # closing already: let it finish
         worker.close()
+    if asked_to_close:  # (at the end of stdin nobody is listening)
+        _say({"closed": True})
     return 0
 
 

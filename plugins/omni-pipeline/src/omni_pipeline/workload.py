@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from omni_core import ConfigError
 
 DTYPES = ("float16", "bfloat16", "float32", "uint8")
 FORWARDING = ("stages", "orchestrator")

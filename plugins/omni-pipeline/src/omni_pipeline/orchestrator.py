@@ -1,93 +1,60 @@
-"""``omni run CONFIG``: start every stage replica as a process, drive requests through the graph, verify, report.
+"""``omni run CONFIG``: start every stage replica, drive requests through the graph, verify, report.
 
-Stages wire their edges as an inference engine's stages would; the
-orchestrator routes control messages (which replica fetches which key, with
-which metadata), checks every payload's digest and that each arrives exactly
-once, and re-routes the unfinished work of a replica that dies.  With
-``workload.forwarding: orchestrator`` it is also the sender on every edge, over
-the connectors ``initialize_orchestrator_connectors`` creates: a stage hands its
-output back (here: its digests, standing in for an engine's output queue; the
-output itself is deterministic, so the orchestrator rebuilds it and checks them)
-and the orchestrator puts it for the next stage.
+A launcher plugin (``local`` unless the config or ``--launcher`` names another) starts each replica where the
+config's placement says, and the orchestrator drives it through the handle it gets back, by JSON lines, never
+by anything local to one launcher.  Stages wire their edges as an inference engine's stages would; the
+orchestrator routes control messages (which replica fetches which key, with which metadata), checks every
+payload's digest and that each arrives exactly once, and re-routes the unfinished work of a replica that dies.
+With ``workload.forwarding: orchestrator`` it is also the sender on every edge, over the connectors
+``initialize_orchestrator_connectors`` creates: a stage hands its output back (here: its digests, standing in
+for an engine's output queue; the output itself is deterministic, so the orchestrator rebuilds it and checks
+them) and the orchestrator puts it for the next stage.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
-import statistics
+import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
-from ..base import OmniConnectorBase
-from ..cli.table import render_table
-from ..config_loader import load_config_document, load_omni_transfer_config
-from ..digest import checksum
-from ..errors import ConfigError
-from ..initialization import initialize_orchestrator_connectors
-from .replicas import Replica, Router, RunFailed
+from omni_core import (
+    ChildGone,
+    ConfigError,
+    Launcher,
+    OmniConnectorBase,
+    ReplicaHandle,
+    checksum,
+    get_plugin_registry,
+    import_target,
+    initialize_orchestrator_connectors,
+    load_config_document,
+    load_omni_transfer_config,
+    load_placement,
+    render_table,
+)
+
+from .report import Edge, EdgeStats, progress_bar
+from .router import CoordinatorSettings, Router, RunFailed, address_of
 from .stage import put_output
 from .workload import Workload, kv_cache, stage_output
 
-Edge = tuple[str, str]
 __all__ = ["Run", "RunFailed", "main"]
-
-
-@dataclass
-class EdgeStats:
-    """Per request on one edge: (bytes, put + get seconds) of its counted delivery."""
-
-    samples: dict[str, tuple[int, float]] = field(default_factory=dict)
-
-    @property
-    def sizes(self) -> list[int]:
-        return [size for size, _ in self.samples.values()]
-
-    @property
-    def latencies(self) -> list[float]:
-        return [seconds for _, seconds in self.samples.values()]
-
-    def row(self, edge: Edge) -> list[str]:
-        lat = sorted(self.latencies)
-        p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] if lat else 0.0
-        rates = [size / t for size, t in zip(self.sizes, self.latencies, strict=True) if t > 0]
-        return [
-            f"{edge[0]} -> {edge[1]}",
-            str(len(self.sizes)),
-            _human(sum(self.sizes)),
-            f"{statistics.median(lat) * 1e3:.2f}" if lat else "-",
-            f"{p99 * 1e3:.2f}",
-            f"{statistics.median(rates) / 1e9:.2f}" if rates else "-",
-        ]
-
-
-def _human(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if nbytes < 1024:
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return f"{nbytes:.1f} GiB"
-
-
-def _coordinator_settings(raw: Any) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping) or set(raw) - {"policy", "heartbeat_timeout"}:
-        raise ConfigError(f"coordinator must be {{policy: NAME, heartbeat_timeout: SECONDS}}, got {raw!r}")
-    timeout = raw.get("heartbeat_timeout", 5.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigError(f"coordinator.heartbeat_timeout must be a positive number, got {timeout!r}")
-    return {"policy": str(raw.get("policy", "round-robin")), "heartbeat_timeout": float(timeout)}
+#: Exit code of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
 
 
 class Run:
     """The orchestrator of one ``omni run``."""
 
-    def __init__(self, config_path: str, kill_stage: int | None = None) -> None:
-        self.config_path = config_path
+    def __init__(self, config_path: str, kill_stage: int | None = None, launcher: str | None = None) -> None:
+        """Load and check everything (config, placement, launcher, coordinator) before anything starts."""
+        self.config_path = os.path.abspath(config_path)
         doc = load_config_document(config_path) or {}
         workload = doc.get("workload")
         if kill_stage is not None:
@@ -96,7 +63,11 @@ class Run:
                 "kill_replica": {"stage": kill_stage, "after": (workload or {}).get("requests", 8) // 3},
             }
         self.workload = Workload.from_config(workload)
-        self.coordinator = _coordinator_settings(doc.get("coordinator"))
+        self.placement = load_placement(config_path)
+        self.launcher_name = launcher or self.placement.launcher
+        self.launcher_registration, self.launcher_plugin = get_plugin_registry().select("launcher", self.launcher_name)
+        self.placement.require(self.launcher_name, self.launcher_registration.placement_keys)
+        self.coordinator = CoordinatorSettings.from_config(doc.get("coordinator"))
         transfer = load_omni_transfer_config(config_path)
         if transfer is None or not transfer.connectors:
             raise ConfigError(f"{config_path}: no edges to drive (define stages and connectors)")
@@ -111,63 +82,79 @@ class Run:
         unknown = sorted(set(self.workload.replicas) - {int(s) for s in self.stage_ids})
         if unknown or (self.workload.kill_replica and str(self.workload.kill_replica["stage"]) not in self.stage_ids):
             raise ConfigError(f"workload names stage(s) not in the graph: {unknown or [self.workload.kill_replica]}")
-        self.replicas: dict[str, list[Replica]] = {}
+        self.replicas: dict[str, list[ReplicaHandle]] = {}
+        self.dead: set[ReplicaHandle] = set()
+        self.launcher: Launcher | None = None
         self.router: Router | None = None
         self.connectors: dict[Edge, OmniConnectorBase] = {}  # forwarding: orchestrator
         self.stats: dict[Edge, EdgeStats] = {e: EdgeStats() for e in self.edges}
         self.expected: dict[tuple[str, Edge], dict[str, Any]] = {}
         self.deliveries: Counter[tuple[str, Edge]] = Counter()
-        self.delivered_to: dict[tuple[str, Edge], Replica] = {}
-        self.producer: dict[tuple[str, Edge], Replica] = {}
-        self.owner: dict[tuple[str, str], Replica] = {}
+        self.delivered_to: dict[tuple[str, Edge], ReplicaHandle] = {}
+        self.producer: dict[tuple[str, Edge], ReplicaHandle] = {}
+        self.owner: dict[tuple[str, str], ReplicaHandle] = {}
         self.outputs_sent: Counter[tuple[str, str]] = Counter()
         self.completed: set[tuple[str, str]] = set()
         self.finished: Counter[str] = Counter()
-        self.handled: Counter[str] = Counter()
+        self.handled: Counter[tuple[str, int]] = Counter()
         self.rerouted = 0
-        self.killed: Replica | None = None
+        self.killed: ReplicaHandle | None = None
         self.problems: list[str] = []
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
+        """Start the launcher, the coordinator (if any) and every replica; wait until each is ready."""
+        launcher_class = import_target(self.launcher_registration.target)
+        if not (isinstance(launcher_class, type) and issubclass(launcher_class, Launcher)):
+            raise RunFailed(f"launcher {self.launcher_name!r} from {self.launcher_plugin.label}: "
+                            f"{self.launcher_registration.target} is not an omni_core.Launcher subclass")
+        counts = {sid: self.workload.replica_count(int(sid)) for sid in self.stage_ids}
+        self.launcher = launcher_class(self.placement, counts)
         if self.workload.forwarding == "orchestrator":
             _, self.connectors = initialize_orchestrator_connectors(self.config_path)
-        self.router = Router(self.replicas, self.coordinator)
-        for sid in self.stage_ids:
-            count = self.workload.replica_count(int(sid))
-            self.replicas[sid] = [
-                Replica(self.config_path, sid, r, self.router.coordinator_address) for r in range(count)
-            ]
+        self.router = Router(self.replicas, self.coordinator, host=self.launcher.orchestrator_host)
+        for sid, count in counts.items():
+            self.replicas[sid] = []
+            for r in range(count):
+                argv = [sys.executable, "-m", "omni_pipeline.stage", self.config_path, sid,
+                        *self.router.replica_options(address_of(sid, r))]
+                try:
+                    replica = self.launcher.start_replica(sid, r, argv, {"OMNI_REPLICA_ID": str(r)})
+                except OSError as exc:  # e.g. a host's exec prefix that is not installed
+                    raise RunFailed(f"stage {sid} replica {r}: the {self.launcher_name!r} launcher could not start "
+                                    f"it: {exc}") from exc
+                self.replicas[sid].append(replica)
         for replica in self._all():
-            message = self._next_line(replica, self.workload.timeout_s + 30)
-            if message.get("op") != "ready":
-                raise RunFailed(f"{replica.label} failed to start: {message.get('error', message)}")
+            try:
+                replica.wait_ready(self.workload.timeout_s + 30)
+            except (RuntimeError, TimeoutError) as exc:
+                raise RunFailed(str(exc)) from exc
         self.router.wait_registered(timeout=30)
 
     def stop(self) -> None:
+        """Close every replica (all asked first, then each awaited), then whatever the launcher still holds."""
         for replica in self._all():
-            replica.stop()
+            replica.request_close()
+        for replica in self._all():
+            replica.close()
+        if self.launcher is not None:
+            self.launcher.close()
         if self.router is not None:
             self.router.close()
         for connector in self.connectors.values():
             connector.close()
 
-    def _all(self) -> list[Replica]:
+    def _all(self) -> list[ReplicaHandle]:
         return [r for replicas in self.replicas.values() for r in replicas]
 
-    def _next_line(self, replica: Replica, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while not replica.lines:
-            ready, _, _ = select.select([replica.fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready or not replica.pump():
-                code = replica.proc.poll()
-                raise RunFailed(
-                    f"{replica.label} " + ("did not answer" if code is None else f"exited with code {code}")
-                )
-        return replica.lines.pop(0)
+    @staticmethod
+    def _tell(replica: ReplicaHandle, message: dict[str, Any]) -> None:
+        """Send ``message``; a replica that is gone is noticed when its output ends, and its work re-routed then."""
+        with contextlib.suppress(ChildGone):
+            replica.send(message)
 
     # -- routing ----------------------------------------------------------------------
-    def _route(self, rid: str, stage: str) -> Replica:
+    def _route(self, rid: str, stage: str) -> ReplicaHandle:
         owner = self.owner.get((rid, stage))
         if owner is None or not owner.alive:
             assert self.router is not None
@@ -176,7 +163,7 @@ class Run:
 
     def _submit(self, rid: str) -> None:
         for sid in self.entry:
-            self._route(rid, sid).send({"op": "input", "request_id": rid})
+            self._tell(self._route(rid, sid), {"op": "input", "request_id": rid})
 
     def _resend(self, rid: str, edge: Edge) -> None:
         if self.connectors:
@@ -186,18 +173,19 @@ class Run:
         if producer is None or not producer.alive:
             assert self.router is not None
             producer = self.router.pick(edge[0], rid)
-        producer.send({"op": "resend", "request_id": rid, "edge": edge})
+        self._tell(producer, {"op": "resend", "request_id": rid, "edge": edge})
 
-    def _replica_died(self, dead: Replica) -> None:
-        """Re-route every request the dead replica had not finished."""
-        dead.alive = False
+    def _replica_died(self, dead: ReplicaHandle) -> None:
+        """Re-route every request the dead replica had not finished (it is stopped for good first)."""
+        dead.kill()  # a replica whose output ended is gone: make sure of it, and let its leftovers be reclaimed
+        self.dead.add(dead)
         for (rid, stage), owner in list(self.owner.items()):
             if owner is not dead or (rid, stage) in self.completed:
                 continue
             del self.owner[(rid, stage)]
             self.rerouted += 1
             if stage in self.entry:
-                self._route(rid, stage).send({"op": "input", "request_id": rid})
+                self._tell(self._route(rid, stage), {"op": "input", "request_id": rid})
                 continue
             for edge in self.in_edges[stage]:
                 if self.delivered_to.get((rid, edge)) is dead:  # delivered, but its work died with it
@@ -216,7 +204,7 @@ class Run:
             while submitted < total and submitted - done < self.workload.in_flight:
                 self._submit(f"req-{submitted:06d}")
                 submitted += 1
-            live = {r.fd: r for r in self._all() if r.alive}
+            live = {r.fileno(): r for r in self._all() if r not in self.dead}
             ready, _, _ = select.select(list(live), [], [], 1.0)
             for fd in ready:
                 replica = live[fd]
@@ -230,10 +218,10 @@ class Run:
             if self.problems:
                 raise RunFailed("; ".join(self.problems))
             if progress and done != shown:
-                _progress(done, total)
+                progress_bar(done, total, "requests")
                 shown = done
         if progress:
-            _progress(total, total)
+            progress_bar(total, total, "requests")
             sys.stderr.write("\n")
 
     def _maybe_kill(self, done: int) -> None:
@@ -241,10 +229,9 @@ class Run:
         if plan is None or self.killed is not None or done < plan["after"]:
             return
         self.killed = self.replicas[str(plan["stage"])][0]
-        self.killed.kill()
-        self._replica_died(self.killed)
+        self._replica_died(self.killed)  # SIGKILLs it (for the local launcher) and re-routes its work
 
-    def _handle(self, replica: Replica, message: dict[str, Any]) -> None:
+    def _handle(self, replica: ReplicaHandle, message: dict[str, Any]) -> None:
         op, rid = message.get("op"), message.get("request_id", "")
         edge: Edge = tuple(message.get("edge") or ("", ""))
         if op == "sent":
@@ -273,9 +260,8 @@ class Run:
     def _sent(self, rid: str, edge: Edge, message: dict[str, Any]) -> None:
         """``message`` reports a put on ``edge``: expect its digests, and have a consumer fetch it."""
         self.expected[(rid, edge)] = message
-        self._route(rid, edge[1]).send(
-            {"op": "fetch", "request_id": rid, "edge": edge, "metadata": message["metadata"]}
-        )
+        fetch = {"op": "fetch", "request_id": rid, "edge": edge, "metadata": message["metadata"]}
+        self._tell(self._route(rid, edge[1]), fetch)
 
     def _forward(self, rid: str, stage: str, reported: dict[str, Any] | None = None, only: Edge | None = None) -> None:
         """Put ``stage``'s output for ``rid`` on its outgoing edges (or ``only``) over the orchestrator's connectors."""
@@ -292,12 +278,12 @@ class Run:
                 return
             self._sent(rid, edge, message)
 
-    def _complete(self, rid: str, stage: str, replica: Replica) -> None:
+    def _complete(self, rid: str, stage: str, replica: ReplicaHandle) -> None:
         if (rid, stage) not in self.completed:
             self.completed.add((rid, stage))
-            self.handled[replica.label.rsplit(" (", 1)[0]] += 1
+            self.handled[(replica.stage_id, replica.replica_id)] += 1
 
-    def _received(self, replica: Replica, rid: str, edge: Edge, message: dict[str, Any]) -> None:
+    def _received(self, replica: ReplicaHandle, rid: str, edge: Edge, message: dict[str, Any]) -> None:
         sent = self.expected.get((rid, edge))
         self.deliveries[(rid, edge)] += 1
         self.delivered_to[(rid, edge)] = replica
@@ -320,11 +306,12 @@ class Run:
         if self.killed is not None and self.router is not None and self.router.hub is not None:
             self._wait_dropped(self.killed)
 
-    def _wait_dropped(self, dead: Replica) -> None:
+    def _wait_dropped(self, dead: ReplicaHandle) -> None:
         assert self.router is not None and self.coordinator is not None
-        limit = self.coordinator["heartbeat_timeout"] + 5.0
+        limit = self.coordinator.heartbeat_timeout + 5.0
         deadline = time.monotonic() + limit
-        while any(r.input_addr == dead.address for r in self.router.listed(dead.stage_id)):
+        address = address_of(dead.stage_id, dead.replica_id)
+        while any(r.input_addr == address for r in self.router.listed(dead.stage_id)):
             if time.monotonic() > deadline:
                 raise RunFailed(f"the coordinator still lists killed {dead.label} after {limit:.0f} s")
             time.sleep(0.1)
@@ -334,10 +321,10 @@ class Run:
             ["edge", "requests", "bytes", "put+get p50 ms", "p99 ms", "GB/s (median)"],
             [self.stats[e].row(e) for e in self.edges],
         )
-        lines = [table, ""]
-        if any(len(r) > 1 for r in self.replicas.values()):
-            rows = [[label, str(n)] for label, n in sorted(self.handled.items())]
-            lines += [render_table(["replica", "requests handled"], rows), ""]
+        rows = [[f"stage {r.stage_id} replica {r.replica_id}", r.node, str(self.handled[(r.stage_id, r.replica_id)])]
+                for r in self._all()]
+        where = f"host ({self.launcher_name} launcher)"
+        lines = [table, "", render_table(["replica", where, "requests handled"], rows), ""]
         if self.killed is not None:
             lines.append(
                 f"killed {self.killed.label}; {self.rerouted} unfinished request(s) re-routed"
@@ -352,29 +339,46 @@ class Run:
         return "\n".join(lines)
 
 
-def _progress(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // total
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} requests")
-    sys.stderr.flush()
-
-
-def main(config_path: str, *, progress: bool = True, kill_stage: int | None = None) -> int:
-    """Run the pipeline in ``config_path``; 0 when every payload arrived intact exactly once, else 1."""
+def main(config_path: str, *, progress: bool = True, kill_stage: int | None = None, launcher: str | None = None) -> int:
+    """Run the pipeline in ``config_path``: 0 when every payload arrived intact exactly once, 1 if not, 130 when
+    stopped by Ctrl-C or SIGTERM.  Every replica is removed on the way out, whichever way that is."""
     try:
-        run = Run(config_path, kill_stage)
+        run = Run(config_path, kill_stage, launcher)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"omni run: {exc}", file=sys.stderr)
         return 1
     started = time.monotonic()
+    code = 0
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         run.start()
         run.drive(progress=progress)
         run.verify()
+    except KeyboardInterrupt:
+        print("\nomni run: interrupted; stopping every stage replica", file=sys.stderr)
+        code = INTERRUPTED
     except (RunFailed, ImportError, ValueError, OSError) as exc:
         print(f"\nomni run: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        code = 1
     finally:
-        run.stop()
-    print(run.report(time.monotonic() - started))
-    return 0
+        with _signals_held():
+            run.stop()
+        signal.signal(signal.SIGTERM, previous)
+    if code == 0:
+        print(run.report(time.monotonic() - started))
+    return code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while the replicas are being stopped (that takes a bounded time)."""
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -12,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..plugins import get_plugin_registry
-from ..registration import import_target
+import psutil
+
+from omni_core import ConfigError, get_plugin_registry, import_target
 
 
 def state_dir() -> Path:
@@ -21,46 +21,34 @@ def state_dir() -> Path:
     return Path(os.environ.get("OMNI_STATE_DIR") or Path.home() / ".cache" / "omni" / "services")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_service(info: dict[str, Any], timeout: float = 20.0) -> None:
     """Stop a recorded service by PID (SIGTERM, then SIGKILL) and remove its work directory."""
     pid = int(info["pid"])
-    if _alive(pid):
+    if psutil.pid_exists(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if psutil.pid_exists(pid):
             os.kill(pid, signal.SIGKILL)
     if info.get("workdir"):
         shutil.rmtree(info["workdir"], ignore_errors=True)
 
 
-def _up(name: str) -> int:
-    services = {s.name: (s, r) for s, r in get_plugin_registry().services()}
-    if name not in services:
-        print(
-            f"omni services: unknown service {name!r}; available: {', '.join(sorted(services)) or '(none)'}",
-            file=sys.stderr,
-        )
+def up(name: str) -> int:
+    """Start service ``name`` (unless it runs already) and record it; 0 ok, 1 failed, 2 unknown."""
+    try:
+        service, record = get_plugin_registry().select("service", name)
+    except ConfigError as exc:
+        print(f"omni services: {exc}", file=sys.stderr)
         return 2
     record_path = state_dir() / f"{name}.json"
     if record_path.exists():
         info = json.loads(record_path.read_text())
-        if _alive(int(info["pid"])):
+        if psutil.pid_exists(int(info["pid"])):
             print(f"{name} is already running (pid {info['pid']}).\n{info['hint']}")
             return 0
     record_path.parent.mkdir(parents=True, exist_ok=True)
-    service, record = services[name]
     try:
         info = import_target(service.target)(record_path.parent)
     except Exception as exc:
@@ -71,7 +59,8 @@ def _up(name: str) -> int:
     return 0
 
 
-def _down(names: list[str]) -> int:
+def down(names: list[str]) -> int:
+    """Stop the recorded services named (all if none); 0 ok, 1 if one named is not running."""
     records = sorted(state_dir().glob("*.json")) if state_dir().exists() else []
     chosen = [p for p in records if not names or p.stem in names]
     missing = sorted(set(names) - {p.stem for p in records})
@@ -84,9 +73,3 @@ def _down(names: list[str]) -> int:
     if not chosen and not missing:
         print("no services running")
     return 1 if missing else 0
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.action == "up":
-        return _up(args.name)
-    return _down(args.names)

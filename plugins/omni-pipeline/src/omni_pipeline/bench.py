@@ -1,7 +1,7 @@
 """``omni bench``: put/get bandwidth of connectors between two processes, with memcpy as the ceiling.
 
 Each connector runs in a producer and a consumer child process
-(:class:`omni_core.remote.ChildConnector`); the parent relays the put metadata
+(:class:`omni_core.ChildConnector`); the parent relays the put metadata
 as an orchestrator would.  A sample is one payload's ``put`` time plus its
 ``get`` time; the reference is a numpy copy of the same bytes in this process.
 """
@@ -18,11 +18,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .cli.table import render_table
-from .errors import ConfigError
-from .factory import OmniConnectorFactory
-from .remote import ChildConnector
-from .spec import ConnectorSpec
+from omni_core import ChildConnector, ConfigError, ConnectorSpec, OmniConnectorFactory, render_table
+
+from .report import progress_bar
 
 DEFAULT_SIZES = "4KiB,1MiB,16MiB,64MiB"
 _UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
@@ -131,9 +129,7 @@ def run_bench(connectors: list[str], extras: Mapping[str, Mapping[str, Any]], si
         nonlocal done
         done += 1
         if progress:
-            filled = 30 * done // total
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} transfers")
-            sys.stderr.flush()
+            progress_bar(done, total, "transfers")
 
     results = []
     for nbytes in sizes:

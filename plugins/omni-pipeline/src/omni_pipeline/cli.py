@@ -1,0 +1,74 @@
+"""The commands omni-pipeline adds to ``omni``: ``run``, ``bench`` and ``services`` (each takes its argv)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omni_core import ConfigError, PluginError
+
+
+def run(argv: list[str]) -> int:
+    """``omni run CONFIG``: 0 when every payload arrived intact exactly once, 1 if not, 130 on Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="omni run", description="Drive a pipeline config through real stage "
+                                     "replicas and connectors; verify every payload; print a per-edge table.")
+    parser.add_argument("config")
+    parser.add_argument("--launcher", metavar="NAME", help="the launcher starting stage replicas (default: the "
+                        "config's `launcher`, else local)")
+    parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    parser.add_argument("--kill-replica", type=int, metavar="STAGE", help="SIGKILL one replica of STAGE mid-run")
+    args = parser.parse_args(argv)
+    from .orchestrator import main
+
+    return main(args.config, progress=not args.no_progress, kill_stage=args.kill_replica, launcher=args.launcher)
+
+
+def bench(argv: list[str]) -> int:
+    """``omni bench``: put + get bandwidth of connectors between two processes; 0 ok, 1 failed."""
+    from .bench import DEFAULT_SIZES
+
+    parser = argparse.ArgumentParser(prog="omni bench", description="Measure connector bandwidth between two "
+                                     "processes, memcpy as the ceiling.")
+    parser.add_argument("--connectors", default="SharedMemoryConnector", help="comma-separated connector names")
+    parser.add_argument("--config", help="YAML/JSON mapping connector name -> extra (servers, ports)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated payload sizes")
+    parser.add_argument("--repeat", type=int, default=10, help="samples per size (after one warm-up)")
+    parser.add_argument("--out", default="bench-results/omni", help="directory for results.json, .md and .png")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    import yaml
+
+    from .bench import parse_size, run_bench
+
+    try:
+        connectors = [c.strip() for c in args.connectors.split(",") if c.strip()]
+        sizes = [parse_size(s) for s in args.sizes.split(",")]
+        if args.repeat < 1:
+            raise ConfigError("--repeat must be at least 1")
+        extras = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+        if not isinstance(extras, dict):
+            raise ConfigError(f"{args.config}: expected a mapping of connector name -> extra")
+        return run_bench(connectors, extras, sizes, args.repeat, Path(args.out), progress=not args.no_progress)
+    except ModuleNotFoundError as exc:
+        print(f"omni bench: {exc}; install it with: pip install 'omni-pipeline[bench]'", file=sys.stderr)
+        return 1
+    except (ConfigError, PluginError, ValueError, OSError, RuntimeError) as exc:
+        print(f"omni bench: {exc}", file=sys.stderr)
+        return 1
+
+
+def services(argv: list[str]) -> int:
+    """``omni services up NAME`` / ``down [NAME ...]``: 0 ok, 1 failed, 2 unknown service."""
+    parser = argparse.ArgumentParser(prog="omni services", description="Start or stop local backends for trying "
+                                     "the examples (plugins provide them).")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    up = sub.add_parser("up", help="start a local backend (e.g. mooncake, yuanrong)")
+    up.add_argument("name")
+    down = sub.add_parser("down", help="stop local backends started with 'up' (all if none named)")
+    down.add_argument("names", nargs="*")
+    args = parser.parse_args(argv)
+    from .services import down as stop
+    from .services import up as start
+
+    return start(args.name) if args.action == "up" else stop(args.names)

@@ -1,0 +1,55 @@
+"""What ``omni run`` reports: per-edge figures and the progress bar (``omni bench`` draws it too)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+Edge = tuple[str, str]
+
+
+@dataclass
+class EdgeStats:
+    """Per request on one edge: (bytes, put + get seconds) of its counted delivery."""
+
+    samples: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [size for size, _ in self.samples.values()]
+
+    @property
+    def latencies(self) -> list[float]:
+        return [seconds for _, seconds in self.samples.values()]
+
+    def row(self, edge: Edge) -> list[str]:
+        lat = sorted(self.latencies)
+        p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] if lat else 0.0
+        rates = [size / t for size, t in zip(self.sizes, self.latencies, strict=True) if t > 0]
+        return [
+            f"{edge[0]} -> {edge[1]}",
+            str(len(self.sizes)),
+            _human(sum(self.sizes)),
+            f"{statistics.median(lat) * 1e3:.2f}" if lat else "-",
+            f"{p99 * 1e3:.2f}",
+            f"{statistics.median(rates) / 1e9:.2f}" if rates else "-",
+        ]
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if nbytes < 1024:
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GiB"
+
+
+def progress_bar(done: int, total: int, unit: str) -> None:
+    """Draw ``[####......] done/total unit`` over the previous one on stderr."""
+    width = 30
+    filled = width * done // total
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}")
+    sys.stderr.flush()
+
+
