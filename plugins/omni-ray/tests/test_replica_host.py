@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import pytest
@@ -33,7 +32,7 @@ def alive(pid: int) -> bool:
 def started(ray_cluster: RayTestCluster):
     listener = ReplicaListener(ray_cluster.hosts.gateway)  # this process's side of the bridge
     actor = ray.remote(ReplicaHost).options(num_cpus=0, resources={host_resource(2): 0.01}).remote()
-    info = ray.get(actor.start.remote([sys.executable, "-c", ECHO], {"STAGE": "1"}, listener.address, listener.token))
+    info = ray.get(actor.start.remote(["-c", ECHO], {"STAGE": "1"}, listener.address, listener.token))
     conn = listener.accept(timeout=60).makefile("rwb")
     yield actor, info, conn
     conn.close()

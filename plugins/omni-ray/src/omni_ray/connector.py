@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import uuid
 from typing import Any
@@ -26,6 +27,9 @@ from .owner import OwnerDirectory, OwnerExiting
 from .staging import StagingArea
 
 logger = logging.getLogger(__name__)
+#: The Ray namespace of the payload owners when the config names none (the ray launcher sets one per run).
+NAMESPACE_ENV = "OMNI_RAY_NAMESPACE"
+DEFAULT_NAMESPACE = "omni"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +37,7 @@ class RaySettings:
     """The connector's settings (the keys of ``ConnectorSpec.extra``, see ``omni_ray.hooks``)."""
 
     address: str | None = None
-    namespace: str = "omni"
+    namespace: str | None = None
     readers: int = 1
     ttl_seconds: float = 600.0
     zero_copy: bool = False
@@ -46,7 +50,7 @@ class RaySettings:
     def from_extra(cls, extra: dict[str, Any]) -> RaySettings:
         known = {f.name for f in dataclasses.fields(cls)}
         settings = cls(**{k: v for k, v in extra.items() if k in known and v is not None})
-        if not settings.namespace:
+        if settings.namespace == "":
             raise ConfigError("RayConnector key 'namespace' must not be empty")
         if settings.readers < 1:
             raise ConfigError(f"RayConnector key 'readers' must be >= 1, got {settings.readers}")
@@ -83,7 +87,8 @@ class RayConnector(OmniConnectorBase):
         self.node_id: str = context.get_node_id()
         self.node_ip: str = ray.util.get_node_ip_address()
         self.connector_id = uuid.uuid4().hex
-        self._owners = OwnerDirectory(settings.namespace, self.node_id, settings.owner_idle_s)
+        self.namespace = settings.namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
+        self._owners = OwnerDirectory(self.namespace, self.node_id, settings.owner_idle_s)
         self._owners.local()  # started now, so the first put does not wait for it
         self._staging = StagingArea(settings.staging_bytes)
         self._metrics = {"puts": 0, "gets": 0, "bytes_transferred": 0, "bytes_received": 0, "errors": 0}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omni_core import Capabilities, ConfigKey, ConnectorRegistration, Delivery, hookimpl
+from omni_core import Capabilities, ConfigKey, ConnectorRegistration, Delivery, LauncherRegistration, hookimpl
 
 
 @hookimpl
@@ -22,9 +22,10 @@ def omni_register_connectors() -> list[ConnectorRegistration]:
                 ),
                 ConfigKey(
                     "namespace",
-                    str,
-                    "omni",
-                    "Ray namespace of the payload owners; producers and consumers of a pipeline share it",
+                    (str, type(None)),
+                    None,
+                    "Ray namespace of the payload owners; producers and consumers of a pipeline share it; "
+                    "None = OMNI_RAY_NAMESPACE (the ray launcher sets one per run), else 'omni'",
                 ),
                 ConfigKey(
                     "readers",
@@ -71,5 +72,17 @@ def omni_register_connectors() -> list[ConnectorRegistration]:
             install_hint="pip install omni-ray",
             requires=("ray",),
             description="Ray object store: payloads owned by a per-node actor, fetched by any node of the cluster",
+        )
+    ]
+
+
+@hookimpl
+def omni_register_launchers() -> list[LauncherRegistration]:
+    return [
+        LauncherRegistration(
+            "ray",
+            "omni_ray.launcher:RayLauncher",
+            "every stage replica a Ray actor, placed by node, resources, labels, GPUs or a placement group",
+            placement_keys=("host", "resources", "labels", "num_gpus", "num_cpus", "strategy"),
         )
     ]

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group_table
 
 from omni_core import ConfigError
+
+from . import session
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +40,18 @@ def is_ray_initialized() -> bool:
 
 
 def initialize_ray_cluster(address: str | None = None, *, namespace: str | None = None) -> bool:
-    """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else start a local one-node Ray.
+    """Connect this process to Ray: ``address``, else ``RAY_ADDRESS``, else start a local one-node Ray (files
+    under ``RAY_TMPDIR``, default /tmp/ray; ``ray.shutdown()`` stops it).
 
     Returns True if it connected now, False if the process already was (nothing changes then).
     """
     if ray.is_initialized():
         return False
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, namespace=namespace,
-             logging_level=logging.WARNING)  # fmt: skip
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        session.join(target, 30.0, "initialize_ray_cluster", "`address` or RAY_ADDRESS", namespace=namespace)
+    else:
+        ray.init(namespace=namespace, logging_level=logging.WARNING)
     return True
 
 
@@ -55,27 +61,37 @@ def create_placement_group(
     strategy: str = "PACK",
     *,
     bundle: Mapping[str, float] | None = None,
+    bundles: Sequence[Mapping[str, float]] | None = None,
+    label_selectors: Sequence[Mapping[str, str]] | None = None,
     name: str = "",
     timeout_s: float = 60.0,
 ) -> PlacementGroup:
-    """A placement group of one ``bundle`` (default ``{"CPU": 1}``) per stage, placed by ``strategy``.
+    """A placement group of one bundle per stage, placed by ``strategy``.
 
-    Waits until it is placed; if it cannot be within ``timeout_s`` it is removed and TimeoutError says
-    what was asked and what each node has.  Joins ``address`` (see :func:`initialize_ray_cluster`) first
-    if this process is not connected.
+    Every bundle is ``bundle`` (default ``{"CPU": 1}``), or ``bundles`` gives each its own shape;
+    ``label_selectors`` (one per bundle) restricts a bundle to nodes with those labels (``ray.io/node-id``
+    names a node).  Waits until it is placed; if it cannot be within ``timeout_s`` it is removed and
+    TimeoutError says what was asked and what each node has.  Joins ``address`` (see
+    :func:`initialize_ray_cluster`) first if this process is not connected.
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"placement strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     if number_of_stages < 1:
         raise ConfigError(f"number_of_stages must be >= 1, got {number_of_stages}")
-    shape = dict(bundle or {"CPU": 1.0})
+    shapes = [dict(b) for b in bundles] if bundles is not None else [dict(bundle or {"CPU": 1.0})] * number_of_stages
+    selectors = [dict(s) for s in label_selectors] if label_selectors and any(label_selectors) else None
+    for what, given in (("bundles", shapes), ("label_selectors", selectors)):
+        if given is not None and len(given) != number_of_stages:
+            raise ConfigError(f"{what}: {len(given)} given for {number_of_stages} stages")
     initialize_ray_cluster(address)
-    group = ray.util.placement_group([dict(shape) for _ in range(number_of_stages)], strategy=strategy, name=name)
+    group = ray.util.placement_group(shapes, strategy=strategy, name=name, bundle_label_selector=selectors)
     if not group.wait(timeout_s):
         remove_placement_group(group)
+        wanted = shapes[0] if all(s == shapes[0] for s in shapes) else shapes
         raise TimeoutError(
-            f"placement group of {number_of_stages} x {shape} ({strategy}) was not placed within {timeout_s} s; "
-            f"nodes: {_node_resources()}"
+            f"placement group of {number_of_stages} x {wanted} ({strategy}"
+            f"{f', labels {selectors}' if selectors else ''}) was not placed within {timeout_s} s; "
+            f"nodes: {'; '.join(node_summaries())}"
         )
     return group
 
@@ -140,5 +156,6 @@ def stage_env(
     return env
 
 
-def _node_resources() -> list[str]:
-    return [f"{node['NodeManagerAddress']} {node['Resources']}" for node in ray.nodes() if node["Alive"]]
+def node_summaries() -> list[str]:
+    """``"IP {resources} {labels}"`` of every live node, for messages about placement."""
+    return [f"{n['NodeManagerAddress']} {n['Resources']} {n.get('Labels', {})}" for n in ray.nodes() if n["Alive"]]

@@ -17,6 +17,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,19 +41,31 @@ class ReplicaHost:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
-    def start(self, argv: Sequence[str], env: Mapping[str, str], runner: tuple[str, int], token: str) -> dict[str, Any]:
-        """Connect to the runner, send ``token``, run ``argv`` on the connection; ``{"node_ip", "node_id", "pid"}``."""
+    def start(
+        self, python_args: Sequence[str], env: Mapping[str, str], runner: tuple[str, int], token: str
+    ) -> dict[str, Any]:
+        """Connect to the runner, send ``token``, run ``python PYTHON_ARGS`` (this node's Python) on the connection.
+
+        Returns ``{"node_ip", "node_id", "pid"}``.  The command gets ``OMNI_HOST_IP`` (this node's address),
+        ``RAY_ADDRESS`` (this actor's cluster, so its connectors join it and no other) and ``env`` on top of the
+        actor's environment (which holds ``CUDA_VISIBLE_DEVICES`` when it has GPUs).
+        """
         node_ip = ray.util.get_node_ip_address()
         conn = socket.create_connection(runner, timeout=30)
         try:
             conn.settimeout(None)
             conn.sendall(token.encode() + b"\n")
-            child_env = {**os.environ, "OMNI_HOST_IP": node_ip, **env}
+            here = {"OMNI_HOST_IP": node_ip, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+            child_env = {"OMP_NUM_THREADS": "1", **os.environ, **here, **env}
             with self._lock:
                 # the thread that forks must outlive the child for PDEATHSIG: this actor serves one call at a time
                 # on its main thread, which lives as long as the actor
                 self._proc = subprocess.Popen(
-                    list(argv), stdin=conn.fileno(), stdout=conn.fileno(), env=child_env, preexec_fn=_die_with_parent
+                    [sys.executable, *python_args],
+                    stdin=conn.fileno(),
+                    stdout=conn.fileno(),
+                    env=child_env,
+                    preexec_fn=_die_with_parent,
                 )
         finally:
             conn.close()  # the child holds its own copy

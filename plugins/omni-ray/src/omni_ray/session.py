@@ -79,6 +79,20 @@ def driver_node_ip(address: str) -> str | None:
     return own if own in raylets else None
 
 
+def join(address: str, timeout: float, who: str, setting: str, **init_kwargs: object) -> None:
+    """``ray.init`` this process into the cluster at ``address`` (on the raylet of its own route to it); a
+    ConnectionError naming ``who`` failed, the address, how to start a cluster and ``setting`` if it cannot."""
+    try:
+        probe(address, timeout)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                 _node_ip_address=driver_node_ip(address), **init_kwargs)  # type: ignore[arg-type]  # fmt: skip
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConnectionError(
+            f"{who} could not join a Ray cluster at {address!r}: {exc}. Start one (`ray start --head` on one "
+            f"host, `ray start --address HEAD:6379` on the others), then set {setting}"
+        ) from exc
+
+
 def attach(address: str | None, timeout: float = 10.0) -> bool:
     """Make sure this process is connected to Ray (joining ``address`` if it is not).
 
@@ -89,17 +103,7 @@ def attach(address: str | None, timeout: float = 10.0) -> bool:
         if ray.is_initialized():
             _users += _ours
             return _ours
-        target = cluster_address(address)
-        try:
-            probe(target, timeout)
-            ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False,
-                     _node_ip_address=driver_node_ip(target))  # fmt: skip
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConnectionError(
-                f"RayConnector could not join a Ray cluster at {target!r}: {exc}. Start one "
-                "(`ray start --head` on one host, `ray start --address HEAD:6379` on the others), then set "
-                "the connector's `address` or RAY_ADDRESS"
-            ) from exc
+        join(cluster_address(address), timeout, "RayConnector", "the connector's `address` or RAY_ADDRESS")
         _ours = True
         _users = 1
         return True

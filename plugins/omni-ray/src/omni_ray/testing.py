@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,15 @@ if TYPE_CHECKING:
 #: The GCS port of the head (each test host has its own network namespace, so it never collides).
 HEAD_PORT = 6379
 _CLONE_NEWNET = 0x40000000
-_QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+#: Ray's chatter off, and no token authentication whatever ~/.ray holds (Ray 2.60 turns it on for `ray start
+#: --head` when a token file exists, but not for nodes that join by address).
+_QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1", "RAY_AUTH_MODE": "disabled"}
+
+
+#: A resource every worker node (not the head) has one unit of: one replica per worker node.
+WORKER_RESOURCE = "omni_worker"
+#: The node label every node carries: its test host, ``h<i>``.
+HOST_LABEL = "omni-host"
 
 
 def host_resource(index: int) -> str:
@@ -111,9 +120,14 @@ class RayTestCluster:
     def _node_args(self, host: TestHost) -> list[str]:
         return [
             "--node-ip-address", host.address, "--num-cpus", str(self._num_cpus),
-            "--object-store-memory", str(self._store), "--resources", json.dumps({host_resource(host.index): 1}),
+            "--object-store-memory", str(self._store), "--resources", json.dumps(self._resources(host.index)),
+            "--labels", f"{HOST_LABEL}=h{host.index}",
             "--temp-dir", self.temp_dir, "--disable-usage-stats",
         ]  # fmt: skip
+
+    def _resources(self, index: int) -> dict[str, float]:
+        """Host ``index``'s custom resources: its own, and ``omni_worker`` on worker nodes (one unit each)."""
+        return {host_resource(index): 1, **({WORKER_RESOURCE: 1} if index > 1 else {})}
 
     def _start(self, timeout: float) -> None:
         """The head, then each worker node in turn (nodes started together race for their socket names)."""
@@ -129,6 +143,20 @@ class RayTestCluster:
         if result.returncode != 0:
             output = result.stdout[-3000:] + result.stderr[-3000:]
             raise RuntimeError(f"ray start on host {host.index} failed:\n{output}")
+
+    def kill_node(self, index: int) -> int:
+        """SIGKILL host ``index``'s raylet (its node dies with everything on it); its PID."""
+        found = subprocess.run(["ip", "netns", "pids", self.hosts.host(index).netns], capture_output=True, text=True)
+        for pid in map(int, found.stdout.split()):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() == "raylet":
+                    os.kill(pid, signal.SIGKILL)
+                    return pid
+        raise RuntimeError(f"no raylet on host {index}")
+
+    def start_node(self, index: int, timeout: float = 120) -> None:
+        """Start a worker node on host ``index`` again (after :meth:`kill_node`)."""
+        self._ray_start(self.hosts.host(index), ["--address", self.address], timeout)
 
     def connect_driver(self, namespace: str | None = None) -> None:
         """Join this process to the cluster as a driver on host 1's node (``ray.init``, namespace-entered).
