@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -48,12 +48,26 @@ __all__ = [
     "ConnectorConformanceTests",
     "assert_payload_equal",
     "checksum",
+    "eventually",
     "kit_override",
     "make_payload",
     "require",
 ]
 
 EDGE = ("0", "1")
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], within: float, what: str, interval: float = 0.02) -> T:
+    """Poll ``probe`` until it returns something truthy (returned); fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within:.1f}s: {what} (last value: {value!r})")
+        time.sleep(interval)
 
 
 def kit_override(reason: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
