@@ -14,7 +14,9 @@ QUARANTINE_KEY = ConfigKey(
 )
 
 STORE_KEYS = (
-    ConfigKey("host", str, "127.0.0.1", "local hostname registered with the metadata server"),
+    ConfigKey(
+        "host", (str, type(None)), "auto", "address other clients reach this one's segment at; auto = this host's IP"
+    ),
     ConfigKey("metadata_server", str, "http://127.0.0.1:8080/metadata", "metadata server URL or 'P2PHANDSHAKE'"),
     ConfigKey("master", str, "127.0.0.1:50051", "mooncake_master RPC address"),
     ConfigKey("segment", int, 512 * 1024 * 1024, "bytes this process contributes to the global pool"),

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from omni_core import OmniConnectorBase, OmniSerializer, SerializationError, validate_key
+from omni_core import OmniConnectorBase, OmniSerializer, SerializationError, resolve_host, validate_key
 
 from . import store_codes as codes
 from .config import resolve_settings
@@ -48,7 +48,7 @@ class MooncakeStoreConnector(OmniConnectorBase):
         self._client: StoreClient | None = None
         self._pool: LocalBufferPool | None = None
         self.config = resolve_settings(STORE_REGISTRATION, config)
-        self.host: str = self.config["host"]
+        self.host = resolve_host(self.config["host"])
         self.metadata: str = self.config["metadata_server"]
         self.master: str = self.config["master"]
         self.segment: int = self.config["segment"]
