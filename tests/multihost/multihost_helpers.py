@@ -38,8 +38,17 @@ def health(child: ChildConnector) -> dict[str, Any]:
     return child.call({"op": "health"})
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def open_fds(pid: int) -> dict[str, int]:
+    """Open descriptors of process ``pid`` by kind (``socket``, ``pipe``, ``anon_inode:[eventfd]``, a path...)."""
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kind = target.split(":[")[0] if target.startswith(("socket:", "pipe:")) else target
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def link_bytes(host: TestHost) -> int:
@@ -54,3 +63,19 @@ def wait_for_traffic(host: TestHost, since: int, nbytes: int, within: float = 60
     while link_bytes(host) - since < nbytes:
         assert time.monotonic() < deadline, f"fewer than {nbytes} bytes moved through {host} in {within} s"
         time.sleep(0.002)
+
+
+def descriptors(*children: ChildConnector) -> dict[int, dict[str, int]]:
+    return {child.pid: open_fds(child.pid) for child in children}
+
+
+def assert_descriptors_back(before: dict[int, dict[str, int]], within: float = 10.0) -> None:
+    """No process holds more descriptors of any kind than in ``before`` (within ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        now = {pid: open_fds(pid) for pid in before}
+        grown = [kind for pid, kinds in now.items() for kind, n in kinds.items() if n > before[pid].get(kind, 0)]
+        if not grown:
+            return
+        assert time.monotonic() < deadline, f"descriptors were {before}, are {now}"
+        time.sleep(0.1)

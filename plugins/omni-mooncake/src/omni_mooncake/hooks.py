@@ -31,6 +31,12 @@ STORE_KEYS = (
     ConfigKey("rdma", str, "", "RDMA device list"),
     ConfigKey("get_timeout_s", (int, float), 1.0, "how long get() waits for a key to appear"),
     ConfigKey("setup_timeout_s", (int, float), 10.0, "how long to wait for the master before failing"),
+    ConfigKey(
+        "transfer_timeout_s",
+        (int, float, type(None)),
+        None,
+        "longest a put, or one read of a get, is waited for (a peer cut off mid-transfer); None: Mooncake's own 60 s",
+    ),
     QUARANTINE_KEY,
 )
 
