@@ -29,7 +29,9 @@ PLUGIN_DIR = {
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
-PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "cross"]
+PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "cross", "multihost"]
+#: Every plugin, Mooncake with its CPU wheel.
+ALL_PLUGINS = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
 
 
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
@@ -56,7 +58,11 @@ def _install(session: nox.Session, package: str) -> list[str]:
         _ensure_system_libs(session, "mooncake")
         plugins = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
         session.install("numpy", "matplotlib", CORE, *plugins, *DUMMY_PLUGINS)
-        return ["tests"]
+        return ["tests", "--ignore=tests/multihost"]
+    if package == "multihost":  # test hosts as network namespaces: needs root (fails without it under CI=true)
+        _ensure_system_libs(session, "mooncake")
+        session.install("numpy", CORE, *ALL_PLUGINS)
+        return ["tests/multihost"]
     _ensure_system_libs(session, package)
     target = PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else "")
     session.install("numpy", CORE, target)  # numpy: the kit's ndarray payloads
@@ -110,12 +116,23 @@ def reliability(session: nox.Session) -> None:
     session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 
+#: Benchmarks that span packages: name -> script (beside it, requirements.txt).
+CROSS_BENCHES = {"multihost": "benchmarks/multihost/bench_multihost.py"}
+
+
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks (not tests): `nox -s bench -- shm` etc.; writes JSON, a table and a PNG under bench-results/."""
     selected = session.posargs or ["shm"]
     session.install(TORCH)
     for package in selected:
+        if package in CROSS_BENCHES:  # every plugin it may exercise, then the script
+            _ensure_system_libs(session, "mooncake")
+            script = CROSS_BENCHES[package]
+            session.install("-r", f"{os.path.dirname(script)}/requirements.txt")
+            session.install(CORE, *ALL_PLUGINS)
+            session.run("python", script, "--out", f"bench-results/{package}")
+            continue
         bench_dir = f"{PLUGIN_DIR[package]}/benchmarks"
         _ensure_system_libs(session, package)
         session.install("-r", f"{bench_dir}/requirements.txt")

@@ -57,9 +57,9 @@ def te_pair(hosts: NamespaceHosts, mooncake_available: None) -> Iterator[tuple[C
 def store_pair(hosts: NamespaceHosts, mooncake_master) -> Iterator[tuple[ChildConnector, ChildConnector]]:
     """A store client without a segment on host 2 (its puts cross to host 3) and the segment's holder on host 3."""
     base = {"metadata_server": "P2PHANDSHAKE", "master": mooncake_master.address, "localbuf": 32 * MiB,
-            "quarantine_s": QUARANTINE_S, "transfer_timeout_s": STORE_TRANSFER_TIMEOUT_S}  # fmt: skip
-    spec = ConnectorSpec("MooncakeStoreConnector", {**base, "segment": 0})
-    client = hosts.host(2).child_connector(spec, env=ENGINE_ENV)
+            "quarantine_s": QUARANTINE_S}  # fmt: skip
+    bounded = {**base, "segment": 0, "transfer_timeout_s": STORE_TRANSFER_TIMEOUT_S}
+    client = hosts.host(2).child_connector(ConnectorSpec("MooncakeStoreConnector", bounded), env=ENGINE_ENV)
     holder = hosts.host(3).child_connector(
         ConnectorSpec("MooncakeStoreConnector", {**base, "segment": 320 * MiB}), env=ENGINE_ENV
     )

@@ -6,6 +6,7 @@ one command; each answer is one JSON line on stdout (nothing is pickled):
 - ``{"op": "put", "from": "0", "to": "1", "key": K, "kind": KIND}`` -> ``{"ok", "size", "metadata", "put_s"}``
 - ``{"op": "get", "from": "0", "to": "1", "key": K, "metadata": M, "timeout": S}`` ->
   ``{"found", "size", "checksum", "get_s"}``
+- ``{"op": "cleanup", "key": K}`` -> ``{"cleaned": true}`` (the connector's ``cleanup(K)``);
 - ``{"op": "health"}`` -> the connector's ``health()``;
 - ``{"op": "close"}`` -> ``{"closed": true}`` and exit.
 
@@ -187,6 +188,9 @@ def child_main(argv: list[str]) -> int:
                 else:
                     digest = checksum(resolve_payload(result[0]))
                     _answer({"found": True, "size": result[1], "checksum": digest, "get_s": get_s})
+            elif command["op"] == "cleanup":
+                connector.cleanup(command["key"])
+                _answer({"cleaned": True})
             elif command["op"] == "health":
                 _answer(connector.health())
             elif command["op"] == "close":

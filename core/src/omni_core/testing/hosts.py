@@ -251,9 +251,21 @@ class TestHost:
 
     def connects(self, address: str, port: int, timeout: float = 1.0) -> bool:
         """Whether a TCP connection from this host to ``address:port`` opens within ``timeout`` seconds."""
-        code = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3]))"
-        argv = [sys.executable, "-c", code, address, str(port), str(timeout)]
-        return self.run(argv, timeout=timeout + 30, check=False).returncode == 0
+        return port in self.reachable(address, [port], timeout)
+
+    def reachable(self, address: str, ports: Sequence[int], timeout: float = 1.0) -> set[int]:
+        """The ``ports`` of ``address`` that accept a TCP connection from this host (each tried for ``timeout`` s)."""
+        code = (
+            "import socket, sys\n"
+            "for port in sys.argv[3:]:\n"
+            "    try:\n"
+            "        socket.create_connection((sys.argv[1], int(port)), float(sys.argv[2])).close(); print(port)\n"
+            "    except OSError:\n"
+            "        pass\n"
+        )
+        argv = [sys.executable, "-c", code, address, str(timeout), *(str(p) for p in ports)]
+        result = self.run(argv, timeout=timeout * len(ports) + 30)
+        return {int(line) for line in result.stdout.split()}
 
     def partition(self) -> None:
         """Cut this host off the network (its link goes down; packets to and from it are lost)."""

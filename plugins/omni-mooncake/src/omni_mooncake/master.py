@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from .netutil import is_reachable
+
 INSTALL = "pip install 'omni-mooncake[cpu]' (Debian: apt-get install -y libibverbs1 libnuma1)"
 
 
@@ -30,8 +32,8 @@ def master_binary() -> str | None:
 
 
 class MooncakeMaster:
-    """A ``mooncake_master`` bound to ``host`` (127.0.0.1) on free ports, ready when its ``/health`` answers;
-    stopped by PID.
+    """A ``mooncake_master`` bound to ``host`` (127.0.0.1) on free ports, ready when its ``/health`` answers
+    and its RPC port accepts connections; stopped by PID.
 
     ``launcher`` prefixes its command (e.g. ``ip netns exec NAME`` for a test host; then give that host's
     address as ``host``). ``detach`` starts it in its own session, so it outlives the starter; ``log_path``
@@ -88,8 +90,9 @@ class MooncakeMaster:
                 raise RuntimeError(f"mooncake_master exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        return self
+                    healthy = answer.status == 200
+                if healthy and is_reachable(self.host, self.rpc_port, timeout=1):  # /health can answer first
+                    return self
             except OSError:
                 time.sleep(0.05)
         self.kill()
