@@ -75,6 +75,13 @@ def test_store_put_on_one_host_get_on_another_both_ways(stores, kind: str) -> No
         assert got["found"] and got["checksum"] == digest(kind), got
 
 
+def test_store_cleanup_on_one_host_removes_for_every_host(stores) -> None:
+    client, holder = stores
+    assert put(client, "short-lived", "bytes:1048576")["ok"]
+    assert holder.call({"op": "cleanup", "key": "short-lived"})["cleaned"]
+    assert not get(client, "short-lived", None, wait=0.5)["found"]
+
+
 def test_store_read_outliving_its_lease_on_a_slow_link(hosts: NamespaceHosts, stores) -> None:
     """64 MiB at 1 Gbit/s takes > 0.5 s, past the master's 200 ms read lease: read again in chunks, into
     memory outside the 32 MiB local buffer."""
