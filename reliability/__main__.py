@@ -20,7 +20,7 @@ from pathlib import Path
 from .chaos import ChaosRun, ScenarioResult
 from .fuzz import engines
 from .fuzz.runner import FuzzResult
-from .report import render
+from .report import carried_section, render
 from .scenarios import SCENARIOS
 
 
@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "reliability", *given])
     report = render(chaos, fuzz, failures, command, seed, time.monotonic() - started)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "RELIABILITY.md").write_text(report)
+    previous = args.out / "RELIABILITY.md"
+    report += carried_section(previous.read_text() if previous.exists() else "")
+    previous.write_text(report)
     raw = {"seed": seed, "chaos": [dataclasses.asdict(r) for r in chaos], "fuzz": [dataclasses.asdict(r) for r in fuzz],
            "failures": failures}
     (args.artifacts / "results.json").write_text(json.dumps(raw, indent=1))

@@ -27,6 +27,16 @@ _COLUMNS = """\
   still write had its quarantine to be released (up to {settle} s after the last request).  Goal: all 0."""
 
 
+#: The hand-written section measured by other runs (``tests/multihost``): a new campaign carries it over.
+CARRIED_FROM = "## Multi-host"
+
+
+def carried_section(previous: str) -> str:
+    """The part of ``previous`` (the RELIABILITY.md being replaced) from CARRIED_FROM on, or ""."""
+    at = previous.find(f"\n{CARRIED_FROM}")
+    return "" if at < 0 else previous[at:]
+
+
 def render(
     chaos: Sequence[ScenarioResult],
     fuzz: Sequence[FuzzResult],

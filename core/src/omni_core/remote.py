@@ -187,7 +187,8 @@ def child_main(argv: list[str]) -> int:
                     _answer({"found": False, "get_s": get_s})
                 else:
                     digest = checksum(resolve_payload(result[0]))
-                    _answer({"found": True, "size": result[1], "checksum": digest, "get_s": get_s})
+                    size, result = result[1], None  # the payload is not kept: its memory goes back now
+                    _answer({"found": True, "size": size, "checksum": digest, "get_s": get_s})
             elif command["op"] == "cleanup":
                 connector.cleanup(command["key"])
                 _answer({"cleaned": True})
