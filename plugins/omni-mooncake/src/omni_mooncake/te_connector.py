@@ -264,16 +264,20 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         self._quarantine.release_due()
         self._pending.release_expired()
         key = self._make_key(get_key, str(from_stage), str(to_stage))
-        pending = self._pending.take(key)
-        if pending is not None:
-            return self._resume(key, pending, deadline)
-        query_timeout = min(QUERY_TIMEOUT_S, max(deadline - time.monotonic(), 0.01))
-        incoming = None
+        pending = self._pending.take(key)  # a pull given up earlier: its reply, not a new pull
+        incoming = pending.incoming if pending is not None else None
         try:
-            incoming = self._incoming(key, metadata, query_timeout)
-            if incoming is None:
-                return None, True
-            result = self._pull(key, incoming)
+            if pending is not None:
+                reply = pending.wait_reply(deadline - time.monotonic())
+                if reply is None:
+                    return None, not self._keep_pending(key, pending)
+                result = self._complete(key, pending.incoming, pending.buffer, reply)
+            else:
+                query_timeout = min(QUERY_TIMEOUT_S, max(deadline - time.monotonic(), 0.01))
+                incoming = self._incoming(key, metadata, query_timeout)
+                if incoming is None:
+                    return None, True
+                result = self._pull(key, incoming)
         except SideChannelError as exc:
             self._counters.add("timeouts" if exc.timed_out else "errors")
             logger.warning("MooncakeTransferEngineConnector: get of %r: %s", key, exc)
@@ -282,30 +286,18 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             self._counters.add("errors")
             logger.error("MooncakeTransferEngineConnector: get of %r failed: %s", key, exc)
             return None, True
-        if result is not None:
+        if result is not None and incoming is not None:
             self._counters.add("gets")
             self._counters.add("bytes_transferred", incoming.size)
         return result, True
 
-    def _resume(self, key: str, pending: PendingPull, deadline: float) -> tuple[tuple[Any, int] | None, bool]:
-        """Wait (until ``deadline``) for the reply of a pull given up earlier, instead of pulling again."""
-        reply = pending.wait_reply(deadline - time.monotonic())
-        if reply is None:
-            if time.monotonic() < pending.expires_at:
-                self._pending.add(key, pending)
-                return None, False
-            pending.release()  # no write can land any more: pull afresh
-            return None, True
-        try:
-            result = self._complete(key, pending.incoming, pending.buffer, reply)
-        except (MemoryError, ValueError, SerializationError) as exc:
-            self._counters.add("errors")
-            logger.error("MooncakeTransferEngineConnector: get of %r failed: %s", key, exc)
-            return None, True
-        if result is not None:
-            self._counters.add("gets")
-            self._counters.add("bytes_transferred", pending.incoming.size)
-        return result, True
+    def _keep_pending(self, key: str, pending: PendingPull) -> bool:
+        """Keep waiting for a given-up pull's reply until its time is over (True), then drop it (False)."""
+        if time.monotonic() < pending.expires_at:
+            self._pending.add(key, pending)
+            return True
+        pending.release()  # no write can land any more: the next attempt pulls afresh
+        return False
 
     def _incoming(self, key: str, metadata: dict[str, Any] | None, query_timeout: float) -> _Incoming | None:
         """Resolve the sender and the payload's size and kind from ``metadata`` (asking the sender if needed)."""
