@@ -29,6 +29,8 @@ PLUGIN_DIR = {
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
+#: Debian packages providing commands a session runs, by command (test hosts: iproute2's ip and tc).
+SYSTEM_TOOLS = {"multihost": {"ip": "iproute2", "tc": "iproute2"}}
 PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "cross", "multihost"]
 #: Every plugin, Mooncake with its CPU wheel.
 ALL_PLUGINS = [path + ("[cpu]" if name == "mooncake" else "") for name, path in PLUGIN_DIR.items()]
@@ -37,7 +39,8 @@ ALL_PLUGINS = [path + ("[cpu]" if name == "mooncake" else "") for name, path in 
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
     needed = SYSTEM_LIBS.get(package, {})
     cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout if needed else ""
-    missing = sorted({deb for lib, deb in needed.items() if lib not in cache})
+    missing = sorted({deb for lib, deb in needed.items() if lib not in cache}
+                     | {deb for tool, deb in SYSTEM_TOOLS.get(package, {}).items() if shutil.which(tool) is None})
     if not missing:
         return
     command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
@@ -61,6 +64,7 @@ def _install(session: nox.Session, package: str) -> list[str]:
         return ["tests", "--ignore=tests/multihost"]
     if package == "multihost":  # test hosts as network namespaces: needs root (fails without it under CI=true)
         _ensure_system_libs(session, "mooncake")
+        _ensure_system_libs(session, "multihost")
         session.install("numpy", CORE, *ALL_PLUGINS)
         return ["tests/multihost"]
     _ensure_system_libs(session, package)
