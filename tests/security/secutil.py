@@ -4,49 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Any
 
-_LISTEN = "0A"
-
-
-def listening() -> dict[int, set[str]]:
-    """Listening TCP ports and the addresses each is bound to (``0.0.0.0``/``::`` for all interfaces)."""
-    found: dict[int, set[str]] = {}
-    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] != _LISTEN:
-                continue
-            address, port = fields[1].rsplit(":", 1)
-            raw = bytes.fromhex(address)
-            if size == 4:
-                host = socket.inet_ntop(socket.AF_INET, raw[::-1])
-            else:
-                host = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
-            found.setdefault(int(port, 16), set()).add(host.removeprefix("::ffff:"))  # IPv4-mapped: the IPv4 one
-    return found
+from omni_core.testing.hosts import listening_ports
 
 
 def ports_of(pid: int) -> dict[int, set[str]]:
-    """The listening ports of process ``pid`` (by the socket inodes among its descriptors)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found: dict[int, set[str]] = {}
-    by_port = listening()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == _LISTEN and fields[9] in inodes:
-                port = int(fields[1].rsplit(":", 1)[1], 16)
-                found[port] = by_port[port]
-    return found
+    """The listening ports of process ``pid`` and the addresses each is bound to (``0.0.0.0``/``::`` for all)."""
+    return listening_ports(pid)
 
 
 def silent_peers(port: int, count: int) -> list[socket.socket]:

@@ -6,6 +6,8 @@ one command; each answer is one JSON line on stdout (nothing is pickled):
 - ``{"op": "put", "from": "0", "to": "1", "key": K, "kind": KIND}`` -> ``{"ok", "size", "metadata", "put_s"}``
 - ``{"op": "get", "from": "0", "to": "1", "key": K, "metadata": M, "timeout": S}`` ->
   ``{"found", "size", "checksum", "get_s"}``
+- ``{"op": "cleanup", "key": K}`` -> ``{"cleaned": true}`` (the connector's ``cleanup(K)``);
+- ``{"op": "health"}`` -> the connector's ``health()``;
 - ``{"op": "close"}`` -> ``{"closed": true}`` and exit.
 
 :class:`JsonLinesChannel` is the one JSON-lines protocol of the repository: the test children, the reliability
@@ -251,13 +253,21 @@ class ChildConnector(JsonLinesChild):
     """A child process owning one connector, answering the commands above.
 
     ``launcher`` is the command that starts the child (default ``python -m
-    omni_core.remote``); the spec JSON is appended as its last argument.
+    omni_core.remote``); the spec JSON is appended as its last argument.  ``env``
+    is added to the child's environment.
     """
 
-    def __init__(self, spec: ConnectorSpec, *, timeout: float = 60.0, launcher: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: ConnectorSpec,
+        *,
+        timeout: float = 60.0,
+        launcher: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         command = [*(launcher or [sys.executable, "-m", "omni_core.remote"])]
         spec_json = json.dumps({"name": spec.name, "extra": spec.extra})
-        super().__init__([*command, spec_json], timeout=timeout, env={"PYTHONUNBUFFERED": "1"})
+        super().__init__([*command, spec_json], timeout=timeout, env={"PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def _payload(kind: str) -> Any:
@@ -295,10 +305,16 @@ def child_main(argv: list[str]) -> int:
                 )
                 get_s = time.perf_counter() - started
                 if result is None:
-                    _answer({"found": False})
+                    _answer({"found": False, "get_s": get_s})
                 else:
                     digest = checksum(resolve_payload(result[0]))
-                    _answer({"found": True, "size": result[1], "checksum": digest, "get_s": get_s})
+                    size, result = result[1], None  # the payload is not kept: its memory goes back now
+                    _answer({"found": True, "size": size, "checksum": digest, "get_s": get_s})
+            elif command["op"] == "cleanup":
+                connector.cleanup(command["key"])
+                _answer({"cleaned": True})
+            elif command["op"] == "health":
+                _answer(connector.health())
             elif command["op"] == "close":
                 break
             else:

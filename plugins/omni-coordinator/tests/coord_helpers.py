@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import zmq
 
-T = TypeVar("T")
+from omni_core.testing import eventually
+
+__all__ = ["TIMEOUT", "addrs", "event", "eventually", "recv_json"]
 
 #: Heartbeat timeout the coordinator fixtures use: short, so liveness tests finish quickly.
 TIMEOUT = 1.0
-
-
-def eventually(probe: Callable[[], T], within: float, what: str, interval: float = 0.02) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:.1f}s: {what} (last value: {value!r})")
-        time.sleep(interval)
 
 
 def addrs(replica_list: Any) -> set[str]:

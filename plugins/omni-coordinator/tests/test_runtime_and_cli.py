@@ -94,6 +94,22 @@ def test_serve_prints_addresses_and_stops_cleanly_on_signal(signum, make_stage, 
             proc.wait()
 
 
+@pytest.mark.parametrize("host", ["*", "0.0.0.0", "auto"])
+def test_serve_on_a_wildcard_or_auto_prints_this_hosts_address(host: str, make_hub) -> None:
+    """Not ``tcp://0.0.0.0``: peers on other hosts are handed what is printed (``host: auto``'s rules)."""
+    from omni_core import resolve_host
+
+    proc, endpoints = serve("--host", host)
+    try:
+        for address in endpoints.values():
+            assert address.startswith(f"tcp://{resolve_host(host)}:"), address
+        hub = make_hub(endpoints["pub"])
+        eventually(lambda: hub.stats()["applied"] > 0, 10.0, "a hub served at the printed address")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 def test_serve_stops_when_its_stdin_lifeline_closes() -> None:
     proc, _ = serve("--stdin-lifeline", stdin=subprocess.PIPE)
     assert proc.stdin is not None

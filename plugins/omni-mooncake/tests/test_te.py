@@ -353,3 +353,29 @@ def test_a_killed_sender_fails_gets_within_their_deadline(
     assert receiver.health()["errors"] == 2
     assert wait_for(lambda: receiver.health()["quarantined_bytes"] == 0, timeout=10), receiver.health()
     assert receiver.health()["pool_used_bytes"] == 0
+
+
+def test_a_pull_given_up_for_a_silent_sender_is_taken_by_the_next_get(
+    connectors: Callable[..., MooncakeTransferEngineConnector],
+) -> None:
+    """A frozen sender (as one cut off by a partition) is given up within about 2 s, before the deadline; once
+    it runs again it writes the pull it was sent and counts the payload delivered: the next get of the key
+    takes that payload from the slice kept for it (a new pull would be refused: nothing is lost)."""
+    receiver = connectors("receiver", memory_pool_size=16 * MiB)
+    with ConnectorProcess(NAME, te_extra("sender")) as sender:
+        spec = {"tensor_bytes": 4 * MiB, "seed": 80}
+        key = new_key("late")
+        metadata = sender.put(key, spec)["metadata"]
+        os.kill(sender.proc.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            assert receiver.get_with_deadline(*EDGE, key, metadata, deadline=start + 30) is None
+            assert time.monotonic() - start < 10, "a silent sender was waited on until the deadline"
+            health = receiver.health()
+            assert health["errors"] == 1 and health["pending_pulls"] == 1 and health["quarantined_bytes"] == 4 * MiB
+        finally:
+            os.kill(sender.proc.pid, signal.SIGCONT)
+        assert checksum(fetch(receiver, key, metadata)) == digest(spec)
+        assert sender.call({"op": "health"})["outbox_entries"] == 0
+    health = receiver.health()
+    assert health["pending_pulls"] == 0 and health["quarantined_bytes"] == 0 and health["pool_used_bytes"] == 0

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -55,6 +55,7 @@ __all__ = [
     "assert_package_surface",
     "assert_payload_equal",
     "checksum",
+    "eventually",
     "kit_override",
     "make_payload",
     "require",
@@ -63,6 +64,19 @@ __all__ = [
 EDGE = ("0", "1")
 #: Modules a plugin package must not import when it is imported: they load when a connector is used.
 HEAVY_MODULES = ("torch", "numpy", "zmq", "mooncake", "yr", "ray", "vllm", "prometheus_client", "rich")
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], within: float, what: str, interval: float = 0.02) -> T:
+    """Poll ``probe`` until it returns something truthy (returned); fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within:.1f}s: {what} (last value: {value!r})")
+        time.sleep(interval)
 
 
 def kit_override(reason: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

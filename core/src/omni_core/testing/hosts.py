@@ -13,6 +13,7 @@ Each host is a namespace with its own loopback and one interface (``eth0``) on a
     def test_across_hosts(hosts):
         server = hosts.host(1).popen([...])          # a process on host 1 (198.18.N.1)
         child = hosts.host(2).child_connector(spec)  # a connector in a process on host 2
+        assert hosts.host(3).connects(hosts.host(1).address, port)  # what another host can reach
         with hosts.host(1).partitioned():            # host 1 cut off, healed on exit
             ...
 
@@ -161,6 +162,30 @@ def sweep_stale() -> list[str]:
     return stale
 
 
+def listening_ports(pid: int) -> dict[int, set[str]]:
+    """The TCP ports process ``pid`` listens on, each with the addresses it is bound to (``0.0.0.0`` / ``::``:
+    every interface), as seen in the process's own network namespace."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found: dict[int, set[str]] = {}
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        with open(f"/proc/{pid}/net/{table}") as lines:
+            for line in itertools.islice(lines, 1, None):
+                fields = line.split()
+                if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                    continue
+                address, port = fields[1].rsplit(":", 1)
+                raw = bytes.fromhex(address)
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host-order
+                host = socket.inet_ntop(family, raw).removeprefix("::ffff:")  # IPv4-mapped: the IPv4 address
+                found.setdefault(int(port, 16), set()).add(host)
+    return found
+
+
 def _used_subnets() -> set[ipaddress.IPv4Network]:
     import psutil
 
@@ -214,12 +239,33 @@ class TestHost:
             raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
         return result.stdout.strip()
 
-    def child_connector(self, spec: ConnectorSpec, *, timeout: float = 60.0) -> ChildConnector:
-        """A connector built from ``spec`` in a child process on this host (close it when done)."""
+    def child_connector(
+        self, spec: ConnectorSpec, *, timeout: float = 60.0, env: dict[str, str] | None = None
+    ) -> ChildConnector:
+        """A connector built from ``spec`` in a child process on this host (close it when done); ``env`` is
+        added to the child's environment."""
         launcher = [*self.exec_prefix, sys.executable, "-m", "omni_core.remote"]
-        child = ChildConnector(spec, timeout=timeout, launcher=launcher)
+        child = ChildConnector(spec, timeout=timeout, launcher=launcher, env=env)
         self.hosts._processes.append(child.proc)
         return child
+
+    def connects(self, address: str, port: int, timeout: float = 1.0) -> bool:
+        """Whether a TCP connection from this host to ``address:port`` opens within ``timeout`` seconds."""
+        return port in self.reachable(address, [port], timeout)
+
+    def reachable(self, address: str, ports: Sequence[int], timeout: float = 1.0) -> set[int]:
+        """The ``ports`` of ``address`` that accept a TCP connection from this host (each tried for ``timeout`` s)."""
+        code = (
+            "import socket, sys\n"
+            "for port in sys.argv[3:]:\n"
+            "    try:\n"
+            "        socket.create_connection((sys.argv[1], int(port)), float(sys.argv[2])).close(); print(port)\n"
+            "    except OSError:\n"
+            "        pass\n"
+        )
+        argv = [sys.executable, "-c", code, address, str(timeout), *(str(p) for p in ports)]
+        result = self.run(argv, timeout=timeout * len(ports) + 30)
+        return {int(line) for line in result.stdout.split()}
 
     def partition(self) -> None:
         """Cut this host off the network (its link goes down; packets to and from it are lost)."""

@@ -24,7 +24,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omni coordinator", description="Stage replica coordinator.")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     serve = sub.add_parser("serve", help="run a coordinator until SIGINT/SIGTERM; prints its ROUTER and PUB addresses")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; * for all)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1); '*' binds every interface, 'auto' this host's address "
+        "(OMNI_HOST_IP, OMNI_HOST_IFNAME, the default route's interface, the first one up); both print that address",
+    )
     serve.add_argument("--router-port", type=int, default=0, help="stage-facing ROUTER port (0: any free port)")
     serve.add_argument("--pub-port", type=int, default=0, help="hub-facing PUB port (0: any free port)")
     serve.add_argument("--heartbeat-timeout", type=float, default=30.0, help="silent seconds before a replica is ERROR")
@@ -42,8 +47,20 @@ def _endpoint(host: str, port: int) -> str:
     return f"tcp://{host}:{port or '*'}"
 
 
+def advertised(bound: str, host: str) -> str:
+    """The address to hand to peers for endpoint ``bound``: a wildcard bind becomes this host's address."""
+    from omni_core import AUTO_HOST_VALUES, resolve_host
+
+    if host.strip().lower() not in AUTO_HOST_VALUES:
+        return bound
+    port = bound.rsplit(":", 1)[1]
+    return f"tcp://{resolve_host(host)}:{port}"
+
+
 def serve(args: argparse.Namespace) -> int:
     import zmq
+
+    from omni_core import resolve_host
 
     from .auth import CurveServerKeys
     from .coordinator import OmniCoordinator
@@ -60,9 +77,10 @@ def serve(args: argparse.Namespace) -> int:
         curve = None
         if args.curve_secret_key:
             curve = CurveServerKeys.from_files(args.curve_secret_key, args.curve_authorized_keys)
+        bind_host = resolve_host(args.host) if args.host.strip().lower() == "auto" else args.host
         coordinator = OmniCoordinator(
-            _endpoint(args.host, args.router_port),
-            _endpoint(args.host, args.pub_port),
+            _endpoint(bind_host, args.router_port),
+            _endpoint(bind_host, args.pub_port),
             heartbeat_timeout=args.heartbeat_timeout,
             keepalive_interval=args.keepalive_interval,
             curve=curve,
@@ -70,7 +88,8 @@ def serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError, RuntimeError, zmq.ZMQError) as exc:
         print(f"omni coordinator serve: {exc}", file=sys.stderr)
         return 1
-    print(f"router: {coordinator.router_zmq_addr}\npub: {coordinator.pub_zmq_addr}", flush=True)
+    router, pub = (advertised(addr, args.host) for addr in (coordinator.router_zmq_addr, coordinator.pub_zmq_addr))
+    print(f"router: {router}\npub: {pub}", flush=True)
     lifeline_closed = threading.Event()
     if args.stdin_lifeline:
         threading.Thread(target=lambda: (sys.stdin.buffer.read(), lifeline_closed.set()), daemon=True).start()

@@ -14,7 +14,9 @@ QUARANTINE_KEY = ConfigKey(
 )
 
 STORE_KEYS = (
-    ConfigKey("host", str, "127.0.0.1", "local hostname registered with the metadata server"),
+    ConfigKey(
+        "host", (str, type(None)), "auto", "address other clients reach this one's segment at; auto = this host's IP"
+    ),
     ConfigKey("metadata_server", str, "http://127.0.0.1:8080/metadata", "metadata server URL or 'P2PHANDSHAKE'"),
     ConfigKey("master", str, "127.0.0.1:50051", "mooncake_master RPC address"),
     ConfigKey("segment", int, 512 * 1024 * 1024, "bytes this process contributes to the global pool"),
@@ -29,6 +31,12 @@ STORE_KEYS = (
     ConfigKey("rdma", str, "", "RDMA device list"),
     ConfigKey("get_timeout_s", (int, float), 1.0, "how long get() waits for a key to appear"),
     ConfigKey("setup_timeout_s", (int, float), 10.0, "how long to wait for the master before failing"),
+    ConfigKey(
+        "transfer_timeout_s",
+        (int, float, type(None)),
+        None,
+        "longest a put, or one read of a get, is waited for (a peer cut off mid-transfer); None: Mooncake's own 60 s",
+    ),
     QUARANTINE_KEY,
 )
 

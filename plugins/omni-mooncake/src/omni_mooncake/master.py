@@ -1,4 +1,4 @@
-"""A local ``mooncake_master`` on free loopback ports, for tests and ``omni services up mooncake``."""
+"""A ``mooncake_master`` on free ports (loopback by default), for tests and ``omni services up mooncake``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
+
+from .netutil import is_reachable
 
 INSTALL = "pip install 'omni-mooncake[cpu]' (Debian: apt-get install -y libibverbs1 libnuma1)"
 
@@ -29,18 +32,30 @@ def master_binary() -> str | None:
 
 
 class MooncakeMaster:
-    """A ``mooncake_master`` bound to 127.0.0.1 on free ports, ready when its ``/health`` answers; stopped by PID.
+    """A ``mooncake_master`` bound to ``host`` (127.0.0.1) on free ports, ready when its ``/health`` answers
+    and its RPC port accepts connections; stopped by PID.
 
-    ``detach`` starts it in its own session, so it outlives the starter; ``log_path`` keeps its output
-    in that file (default: an anonymous temporary file).
+    ``launcher`` prefixes its command (e.g. ``ip netns exec NAME`` for a test host; then give that host's
+    address as ``host``). ``detach`` starts it in its own session, so it outlives the starter; ``log_path``
+    keeps its output in that file (default: an anonymous temporary file).
     """
 
-    def __init__(self, lease_ms: int = 200, *, detach: bool = False, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        lease_ms: int = 200,
+        *,
+        host: str = "127.0.0.1",
+        launcher: Sequence[str] = (),
+        detach: bool = False,
+        log_path: Path | None = None,
+    ) -> None:
         binary = master_binary()
         if binary is None:
             raise FileNotFoundError(f"mooncake_master is not installed: {INSTALL}")
         self.binary = binary
         self.lease_ms = lease_ms
+        self.host = host
+        self.launcher = list(launcher)
         self.detach = detach
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: IO[bytes] = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()
@@ -48,16 +63,17 @@ class MooncakeMaster:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.rpc_port}"
+        return f"{self.host}:{self.rpc_port}"
 
     def start(self, timeout: float = 30.0) -> MooncakeMaster:
         self.rpc_port, self.metrics_port = free_port(), free_port()
         self.proc = subprocess.Popen(
             [
+                *self.launcher,
                 self.binary,
-                "--rpc_address=127.0.0.1",
+                f"--rpc_address={self.host}",
                 f"--rpc_port={self.rpc_port}",
-                "--metrics_host=127.0.0.1",
+                f"--metrics_host={self.host}",
                 f"--metrics_port={self.metrics_port}",
                 "--enable_metric_reporting=false",
                 "--minloglevel=1",
@@ -73,9 +89,10 @@ class MooncakeMaster:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mooncake_master exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        return self
+                with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/health", timeout=1) as answer:
+                    healthy = answer.status == 200
+                if healthy and is_reachable(self.host, self.rpc_port, timeout=1):  # /health can answer first
+                    return self
             except OSError:
                 time.sleep(0.05)
         self.kill()

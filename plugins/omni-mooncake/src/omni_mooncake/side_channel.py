@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 #: Threads running pulls (each blocks in a TransferEngine write with the GIL released).
 PULL_WORKERS = 4
-#: Past a request's deadline, a sender that has not answered is probed this often ...
+#: While a pull is awaited, its sender is probed this often ...
 PROBE_INTERVAL_S = 1.0
 #: ... and given up when it leaves a probe unanswered this long.
 PROBE_TIMEOUT_S = 1.0
@@ -208,6 +208,18 @@ class SideChannelError(RuntimeError):
         self.timed_out = timed_out
 
 
+class SenderSilent(SideChannelError):
+    """The sender left a probe unanswered while a request waited: dead, frozen or cut off by a partition.
+
+    ``socket`` still awaits the reply and is now the caller's (close it): when the sender was only cut off,
+    its reply comes once the network heals.
+    """
+
+    def __init__(self, message: str, socket: zmq.Socket) -> None:
+        super().__init__(message, timed_out=False)
+        self.socket = socket
+
+
 class SideChannelClient:
     """REQ sockets to senders, one per (thread, endpoint); one that failed or timed out is replaced."""
 
@@ -223,44 +235,43 @@ class SideChannelClient:
         request: wire.Query | wire.Pull,
         timeout_s: float,
         *,
-        deadline: float | None = None,
+        probe: bool = False,
     ) -> dict[str, Any]:
         """Send ``request`` to the sender at ``endpoint`` and return its reply within ``timeout_s``.
 
-        Past ``deadline`` (``time.monotonic()``) without a reply, the sender is probed (a query on another
-        socket) every PROBE_INTERVAL_S: one that is alive keeps the whole ``timeout_s`` (a pull it is running
-        finishes), one that leaves a probe unanswered for PROBE_TIMEOUT_S is given up at once.
+        With ``probe`` the sender is probed (a query on another socket) every PROBE_INTERVAL_S while the reply
+        is awaited: one that answers keeps the whole ``timeout_s`` (a pull it is running finishes), one that
+        leaves a probe unanswered for PROBE_TIMEOUT_S (dead, frozen, cut off by a partition) is given up at
+        once (:class:`SenderSilent`, which hands over the socket), so a silent sender is noticed within
+        PROBE_INTERVAL_S + PROBE_TIMEOUT_S.
         """
         sock = self._socket(endpoint)
-        end = time.monotonic() + timeout_s
-        check_at = end if deadline is None else min(deadline, end)
+        started = time.monotonic()
+        end = started + timeout_s
+        prober = _Prober(self._ctx, endpoint, request.key, started) if probe else None
         try:
             sock.setsockopt(zmq.SNDTIMEO, _ms(timeout_s))
             sock.send(wire.encode_request(request))
             while True:
-                if sock.poll(_ms(check_at - time.monotonic()), zmq.POLLIN):
+                wake = end if prober is None else min(end, prober.next_check)
+                if sock.poll(_ms(wake - time.monotonic()), zmq.POLLIN):
                     return wire.decode_reply(sock.recv(zmq.NOBLOCK))
                 if time.monotonic() >= end:
                     problem, timed_out = f"no answer within {timeout_s:.1f} s", True
                     break
-                if not self._answers(endpoint, request.key):
-                    problem, timed_out = f"the sender did not answer a probe within {PROBE_TIMEOUT_S:g} s", False
-                    break
-                check_at = min(time.monotonic() + PROBE_INTERVAL_S, end)
+                if prober is not None and not prober.check():
+                    self._detach(endpoint, sock)
+                    problem = f"the sender did not answer a probe within {PROBE_TIMEOUT_S:g} s"
+                    raise SenderSilent(f"side channel to {_url(endpoint)}: {problem}", sock)
         except zmq.Again:
             problem, timed_out = f"could not send within {timeout_s:.1f} s", True
         except (wire.MalformedMessage, zmq.ZMQError) as exc:
             problem, timed_out = str(exc), False
+        finally:
+            if prober is not None:
+                prober.close()
         self._evict(endpoint, sock)
         raise SideChannelError(f"side channel to {_url(endpoint)}: {problem}", timed_out=timed_out)
-
-    def _answers(self, endpoint: tuple[str, int], key: str) -> bool:
-        """Whether the sender's listener answers a query within PROBE_TIMEOUT_S (any answer will do)."""
-        with self._ctx.socket(zmq.REQ) as probe:
-            probe.setsockopt(zmq.LINGER, 0)
-            probe.connect(_url(endpoint))
-            probe.send(wire.encode_request(wire.Query(key)))
-            return bool(probe.poll(_ms(PROBE_TIMEOUT_S), zmq.POLLIN))
 
     def _socket(self, endpoint: tuple[str, int]) -> zmq.Socket:
         cache: dict[tuple[str, int], zmq.Socket] = self._local.__dict__.setdefault("sockets", {})
@@ -276,17 +287,54 @@ class SideChannelClient:
 
     def _evict(self, endpoint: tuple[str, int], sock: zmq.Socket) -> None:
         """A REQ socket whose request failed is stuck mid-exchange: close it; the next call opens a new one."""
+        self._detach(endpoint, sock)
+        sock.close(linger=0)
+
+    def _detach(self, endpoint: tuple[str, int], sock: zmq.Socket) -> None:
+        """Stop using ``sock`` for ``endpoint`` (the next call opens a new one)."""
         self._local.__dict__.get("sockets", {}).pop(endpoint, None)
         with self._lock:
             if sock in self._sockets:
                 self._sockets.remove(sock)
-        sock.close(linger=0)
 
     def close(self) -> None:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             sock.close(linger=0)
+
+
+class _Prober:
+    """Probes of one sender while a request waits: a query on a socket of its own every PROBE_INTERVAL_S."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: tuple[str, int], key: str, started: float) -> None:
+        self._ctx, self._endpoint, self._key = ctx, endpoint, key
+        self._socket: zmq.Socket | None = None
+        self._sent_at = 0.0
+        #: When :meth:`check` next has something to do (send a probe, or give one up).
+        self.next_check = started + PROBE_INTERVAL_S
+
+    def check(self) -> bool:
+        """Advance the probing; False once a probe went unanswered for PROBE_TIMEOUT_S."""
+        now = time.monotonic()
+        if self._socket is not None:
+            if not self._socket.poll(0, zmq.POLLIN):
+                return now < self._sent_at + PROBE_TIMEOUT_S
+            self.close()  # any answer will do
+            self.next_check = self._sent_at + PROBE_INTERVAL_S
+        if now >= self.next_check:
+            self._socket = self._ctx.socket(zmq.REQ)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._socket.connect(_url(self._endpoint))
+            self._socket.send(wire.encode_request(wire.Query(self._key)))
+            self._sent_at = now
+            self.next_check = now + PROBE_TIMEOUT_S
+        return True
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
 
 
 def _ms(seconds: float) -> int:

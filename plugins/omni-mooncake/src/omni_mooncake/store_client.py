@@ -81,6 +81,8 @@ class StoreClient:
         self.quarantine = Quarantine(settings.quarantine_s)
         self._chunk_lock = threading.Lock()
         self._chunk_bytes: int | None = None  # set once a whole read outlived its lease
+        self._regions: dict[int, int] = {}  # memory registered with the library: address -> size
+        self._regions_lock = threading.Lock()
 
     # -- writes ---------------------------------------------------------------------------------
     def put(self, items: Sequence[tuple[str, int, int]]) -> None:
@@ -142,7 +144,8 @@ class StoreClient:
             raise StoreError(f"read of {key!r}: {size} bytes do not fit in {capacity}", codes.INVALID_PARAMS)
         chunk = chunk or max(MIN_CHUNK_BYTES, min(FIRST_CHUNK_BYTES, size // 2))
         while True:
-            rc = self._read_chunks(key, address, size, chunk)
+            with self.registered(address, size, always=True):  # ranged reads need registered memory, even over TCP
+                rc = self._read_chunks(key, address, size, chunk)
             if rc != codes.LEASE_EXPIRED:
                 with self._chunk_lock:
                     self._chunk_bytes = min(chunk, self._chunk_bytes or chunk)
@@ -185,9 +188,17 @@ class StoreClient:
         rc = self._store.register_buffer(address, size)
         if rc != 0:
             raise RuntimeError(f"register_buffer of {size} bytes failed: {codes.describe(rc)}")
+        with self._regions_lock:
+            self._regions[address] = size
 
     def unregister(self, address: int) -> None:
+        with self._regions_lock:
+            self._regions.pop(address, None)
         self._store.unregister_buffer(address)
+
+    def _is_registered(self, address: int, size: int) -> bool:
+        with self._regions_lock:
+            return any(start <= address and address + size <= start + n for start, n in self._regions.items())
 
     @contextmanager
     def retaining_on_unconfirmed(self, *buffers: Any) -> Iterator[None]:
@@ -203,12 +214,13 @@ class StoreClient:
             raise
 
     @contextmanager
-    def registered(self, address: int, size: int) -> Iterator[None]:
-        """Register memory for the duration of a call where the transport needs it (not over TCP).
+    def registered(self, address: int, size: int, *, always: bool = False) -> Iterator[None]:
+        """Register memory for the duration of a call where the transport needs it (not over TCP; ``always``:
+        for a call that needs it whatever the transport), unless it is registered already.
 
         Memory whose call may still have I/O in flight stays registered while it is quarantined.
         """
-        if self.settings.proto == "tcp":
+        if (self.settings.proto == "tcp" and not always) or self._is_registered(address, size):
             yield
             return
         self.register(address, size)

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from omni_core import OmniConnectorBase, OmniSerializer, SerializationError, validate_key
+from omni_core import OmniConnectorBase, OmniSerializer, SerializationError, resolve_host, validate_key
 
 from . import store_codes as codes
+from .bounded import BoundedCalls, CallTimedOut
 from .config import resolve_settings
 from .hooks import STORE_REGISTRATION
 from .local_pool import LocalBufferPool
@@ -39,7 +40,8 @@ class MooncakeStoreConnector(OmniConnectorBase):
     A second ``put`` of the same key replaces the value.  ``get`` waits up to ``get_timeout_s`` for a
     key to appear (``get_with_deadline`` until its deadline); the ``metadata`` argument is not needed.
     Tensors and arrays returned by ``get`` are views of the connector's registered local buffer, which
-    gets them back once they are dropped.
+    gets them back once they are dropped.  With ``transfer_timeout_s`` a put, or one read of a get, is waited
+    for at most that long (it fails, counted in ``timeouts``, while the library finishes it in the background).
     """
 
     capabilities = STORE_REGISTRATION.capabilities
@@ -47,8 +49,9 @@ class MooncakeStoreConnector(OmniConnectorBase):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self._client: StoreClient | None = None
         self._pool: LocalBufferPool | None = None
+        self._calls = BoundedCalls(None, "")  # inline until the settings are known
         self.config = resolve_settings(STORE_REGISTRATION, config)
-        self.host: str = self.config["host"]
+        self.host = resolve_host(self.config["host"])
         self.metadata: str = self.config["metadata_server"]
         self.master: str = self.config["master"]
         self.segment: int = self.config["segment"]
@@ -61,6 +64,7 @@ class MooncakeStoreConnector(OmniConnectorBase):
             float(self.config["setup_timeout_s"]), self.config["quarantine_s"],
         )  # fmt: skip
         self._counters = Counters("puts", "gets", "bytes_transferred", "errors", "timeouts")
+        self._calls = BoundedCalls(self.config["transfer_timeout_s"], "mooncake-store-call")
         self._client = StoreClient(settings)
         try:
             self._pool = LocalBufferPool(self.localbuf, self._client.register, self._client.unregister)
@@ -78,7 +82,11 @@ class MooncakeStoreConnector(OmniConnectorBase):
         client, pool = self._open()
         key = self._make_key(put_key, str(from_stage), str(to_stage))
         try:
-            metadata = self._write(client, pool, key, data)
+            metadata = self._calls.run(self._write, client, pool, key, data)
+        except CallTimedOut as exc:
+            self._counters.add("timeouts")
+            logger.error("MooncakeStoreConnector: put of %r failed: %s", key, exc)
+            return False, 0, None
         except (StoreError, SerializationError, TypeError, ValueError, MemoryError) as exc:
             self._counters.add("errors")
             # str(exc): a kept log record must not keep the traceback, and the buffers in its frames, alive
@@ -117,7 +125,11 @@ class MooncakeStoreConnector(OmniConnectorBase):
         delay = 0.001
         while True:
             try:
-                result = self._read(client, pool, key, hints)
+                result = self._calls.run(self._read, client, pool, key, hints)
+            except CallTimedOut as exc:
+                self._counters.add("timeouts")
+                logger.error("MooncakeStoreConnector: get of %r failed: read %s", key, exc)
+                return None
             except (StoreError, SerializationError, ValueError) as exc:
                 self._counters.add("errors")
                 logger.error("MooncakeStoreConnector: get of %r failed: %s", key, str(exc))  # str: as in put
@@ -167,14 +179,19 @@ class MooncakeStoreConnector(OmniConnectorBase):
             report.update(status="unhealthy", error=problem)
         quarantined = self._client.quarantine.nbytes  # first: releases what is due
         report.update(
-            segment_name=self._client.hostname, pool_used_bytes=self._pool.used_bytes, quarantined_bytes=quarantined
-        )
+            segment_name=self._client.hostname, pool_used_bytes=self._pool.used_bytes, quarantined_bytes=quarantined,
+            calls_in_background=self._calls.in_background,
+        )  # fmt: skip
         return report
 
     def close(self) -> None:
-        """Unregister the local buffer and close the store client (about 2 s; longer if the master is gone)."""
+        """Unregister the local buffer and close the store client (about 2 s; longer if the master is gone).
+
+        Calls given up at ``transfer_timeout_s`` are waited for first (the library ends them within 60 s).
+        """
         pool, client = self._pool, self._client
         self._pool = self._client = None
+        self._calls.close()
         if pool is not None:
             pool.close()
         if client is not None:

@@ -26,9 +26,10 @@ from .engine import QUERY_TIMEOUT_S, pull_timeout_s, start_engine
 from .hooks import TE_REGISTRATION
 from .metrics import Counters
 from .outbox import OutboundEntry, Outbox
+from .pending import PendingPull, PendingPulls
 from .quarantine import Quarantine
 from .raw_payload import RawLayout, layout_of
-from .side_channel import SideChannelClient, SideChannelError, SideChannelServer
+from .side_channel import SenderSilent, SideChannelClient, SideChannelError, SideChannelServer
 from .te_pool import ReceivedBuffer, RegisteredPool, fill, synchronize
 from .te_sender import SenderService
 
@@ -94,6 +95,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         self.sender_zmq_port: int | None = self.config["sender_zmq_port"]
         self._rank_senders: dict[int, Endpoint] = {}
         self._quarantine = Quarantine(self.config["quarantine_s"])
+        self._pending = PendingPulls()
         self._counters = Counters(
             "puts", "gets", "bytes_transferred", "errors", "timeouts", "malformed_messages", "refused_peers",
             "reclaimed_buffers", "failed_transfers",
@@ -108,11 +110,12 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         try:
             self._server = self._start_server() if self.can_put else None
         except BaseException:
-            _shutdown(self._ctx, self._client, self._outbox, self.pool, None, self._quarantine)
+            _shutdown(self._ctx, self._client, self._outbox, self.pool, None, self._quarantine, self._pending)
             raise
         self.zmq_port = self._server.port if self._server is not None else None
         self._finalizer = weakref.finalize(
-            self, _shutdown, self._ctx, self._client, self._outbox, self.pool, self._server, self._quarantine
+            self, _shutdown, self._ctx, self._client, self._outbox, self.pool, self._server, self._quarantine,
+            self._pending,
         )
 
     def _start_server(self) -> SideChannelServer:
@@ -226,7 +229,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
 
         One attempt, waiting on the sender as :meth:`get_with_deadline` does for a deadline QUERY_TIMEOUT_S away.
         """
-        return self._get(from_stage, to_stage, get_key, metadata, time.monotonic() + QUERY_TIMEOUT_S)
+        return self._get(from_stage, to_stage, get_key, metadata, time.monotonic() + QUERY_TIMEOUT_S)[0]
 
     def get_with_deadline(
         self,
@@ -239,43 +242,62 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
     ) -> tuple[Any, int] | None:
         """Poll the sender until the payload is there or ``deadline`` passes.
 
-        A pull still running at the deadline finishes while the sender answers probes; a sender that does
-        not (dead, frozen) is given up about PROBE_TIMEOUT_S after the deadline.
+        While a pull runs its sender is probed every second: a pull still running at the deadline finishes
+        while the sender answers; a sender that stops answering (dead, frozen, cut off by a partition) is given
+        up within about 2 s, before the deadline too, and the get then returns None at once (no new pull).
         """
         delay = 0.0005
         while True:
-            result = self._get(from_stage, to_stage, get_key, metadata, deadline)
+            result, may_retry = self._get(from_stage, to_stage, get_key, metadata, deadline)
             remaining = deadline - time.monotonic()
-            if result is not None or remaining <= 0:
+            if result is not None or not may_retry or remaining <= 0:
                 return result
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_POLL_INTERVAL_S)
 
     def _get(
         self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None, deadline: float
-    ) -> tuple[Any, int] | None:
+    ) -> tuple[tuple[Any, int] | None, bool]:
+        """One attempt: ``(result, may_retry)``; a pull that failed on the side channel is not worth retrying."""
         validate_key(get_key)
         self._check_open()
         self._quarantine.release_due()
+        self._pending.release_expired()
         key = self._make_key(get_key, str(from_stage), str(to_stage))
-        query_timeout = min(QUERY_TIMEOUT_S, max(deadline - time.monotonic(), 0.01))
+        pending = self._pending.take(key)  # a pull given up earlier: its reply, not a new pull
+        incoming = pending.incoming if pending is not None else None
         try:
-            incoming = self._incoming(key, metadata, query_timeout)
-            if incoming is None:
-                return None
-            result = self._pull(key, incoming, deadline)
+            if pending is not None:
+                reply = pending.wait_reply(deadline - time.monotonic())
+                if reply is None:
+                    return None, not self._keep_pending(key, pending)
+                result = self._complete(key, pending.incoming, pending.buffer, reply)
+            else:
+                query_timeout = min(QUERY_TIMEOUT_S, max(deadline - time.monotonic(), 0.01))
+                incoming = self._incoming(key, metadata, query_timeout)
+                if incoming is None:
+                    return None, True
+                result = self._pull(key, incoming)
         except SideChannelError as exc:
             self._counters.add("timeouts" if exc.timed_out else "errors")
             logger.warning("MooncakeTransferEngineConnector: get of %r: %s", key, exc)
-            return None
+            return None, incoming is None  # a failed query is retried, a failed pull is not
         except (MemoryError, ValueError, SerializationError) as exc:
             self._counters.add("errors")
             logger.error("MooncakeTransferEngineConnector: get of %r failed: %s", key, exc)
-            return None
-        if result is not None:
+            return None, True
+        if result is not None and incoming is not None:
             self._counters.add("gets")
             self._counters.add("bytes_transferred", incoming.size)
-        return result
+        return result, True
+
+    def _keep_pending(self, key: str, pending: PendingPull) -> bool:
+        """Keep waiting for a given-up pull's reply until its time is over (True), then drop it (False)."""
+        if time.monotonic() < pending.expires_at:
+            self._pending.add(key, pending)
+            return True
+        pending.release()  # no write can land any more: the next attempt pulls afresh
+        return False
 
     def _incoming(self, key: str, metadata: dict[str, Any] | None, query_timeout: float) -> _Incoming | None:
         """Resolve the sender and the payload's size and kind from ``metadata`` (asking the sender if needed)."""
@@ -316,7 +338,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             )
         return self.sender_host, self.sender_zmq_port
 
-    def _pull(self, key: str, incoming: _Incoming, deadline: float) -> tuple[Any, int] | None:
+    def _pull(self, key: str, incoming: _Incoming) -> tuple[Any, int] | None:
         """Have the sender write the payload into a fresh pool slice, then hand it out or deserialize it."""
         if incoming.layout is not None:
             buffer: ManagedBuffer = self.pool.allocate_received(incoming.layout)
@@ -325,10 +347,20 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         timeout = pull_timeout_s(incoming.size)
         request = wire.Pull(key, f"{self.host}:{self.rpc_port}", buffer.data_ptr, incoming.size, int(timeout * 1000))
         try:
-            reply = self._client.request(incoming.endpoint, request, timeout, deadline=deadline)
+            reply = self._client.request(incoming.endpoint, request, timeout, probe=True)
+        except SenderSilent as exc:  # its write may still land once the network heals: keep waiting for it
+            held_until = time.monotonic() + self._quarantine.hold_seconds(buffer.size)
+            self._pending.add(key, PendingPull(incoming, buffer, exc.socket, held_until))
+            raise
         except SideChannelError:
             self._quarantine.hold(buffer.size, release=buffer.release)
             raise
+        return self._complete(key, incoming, buffer, reply)
+
+    def _complete(
+        self, key: str, incoming: _Incoming, buffer: ManagedBuffer, reply: dict[str, Any]
+    ) -> tuple[Any, int] | None:
+        """Act on the sender's reply to a pull into ``buffer``: the payload, or None (the slice released)."""
         if not reply["ok"]:
             error = reply.get("error")
             if error in wire.WRITE_MAY_BE_IN_FLIGHT:
@@ -368,7 +400,8 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             "protocol": self.protocol,
             "pool_device": self.pool_device,
             "pool_size": self.pool_size,
-            "quarantined_bytes": self._quarantine.nbytes,  # first: releases what is due
+            "quarantined_bytes": self._quarantine.nbytes + self._pending.nbytes,  # first: releases what is due
+            "pending_pulls": len(self._pending),
             "pool_used_bytes": self.pool.allocator.used_bytes,
             **self._outbox.stats(),
             **self._counters.snapshot(),
@@ -399,11 +432,13 @@ def _shutdown(
     pool: RegisteredPool,
     server: SideChannelServer | None,
     quarantine: Quarantine,
+    pending: PendingPulls,
 ) -> None:
     """Tear a connector down in order; also run when one is garbage-collected without close()."""
     if server is not None:
         server.close()
     outbox.close()
+    pending.release_all()
     client.close()
     ctx.destroy(linger=0)
     pool.close()  # unregistered: no write can land in the pool any more
