@@ -1,4 +1,5 @@
-"""omni-ray: RayConnector over Ray's object store, and helpers for running stages on a Ray cluster.
+"""omni-ray: RayConnector over Ray's object store, the ``ray`` launcher of ``omni run``, and helpers for running
+stages on a Ray cluster.
 
 Importing this package is cheap: the connector, the helpers (and ray, numpy) load on first access.
 """
@@ -13,6 +14,7 @@ __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "RayConnector": "connector",
+    "RayLauncher": "launcher",
     "RaySettings": "connector",
     "remove_payload_owners": "owner",
     "is_ray_initialized": "ray_utils",
@@ -28,6 +30,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "RayConnector",
+    "RayLauncher",
     "RaySettings",
     "__version__",
     "bundle_node_ips",
@@ -46,6 +49,7 @@ __getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 if TYPE_CHECKING:
     from .connector import RayConnector, RaySettings
+    from .launcher import RayLauncher
     from .owner import remove_payload_owners
     from .ray_utils import (
         bundle_node_ips,
