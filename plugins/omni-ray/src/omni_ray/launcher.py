@@ -36,7 +36,14 @@ from omni_core import ChildGone, ConfigError, Launcher, Placement, ReplicaHandle
 
 from .connector import NAMESPACE_ENV
 from .owner import remove_payload_owners
-from .ray_utils import create_placement_group, initialize_ray_cluster, node_ips, node_summaries, remove_placement_group
+from .ray_utils import (
+    actor_class,
+    create_placement_group,
+    initialize_ray_cluster,
+    node_ips,
+    node_summaries,
+    remove_placement_group,
+)
 from .replica_host import CONNECT_TIMEOUT_S, ReplicaHost, ReplicaListener
 
 #: Seconds a replica has to exit after it was asked to close, before its command gets SIGTERM (then SIGKILL).
@@ -170,7 +177,7 @@ class RayLauncher(Launcher):
         """Create the replica's actor and have it run ``argv`` (``python -m ...``, with the node's Python)."""
         listener = ReplicaListener(self.orchestrator_host)
         options = self._actor_options(stage_id, replica_id)
-        actor = _host_class().options(**options).remote()
+        actor = actor_class(ReplicaHost).options(**options).remote()
         replica_env = {**env, NAMESPACE_ENV: self.namespace}
         started = actor.start.remote(list(argv[1:]), replica_env, listener.address, listener.token)
         replica = RayReplica(stage_id, replica_id, actor, started, listener)
@@ -275,13 +282,3 @@ def bundle_shape(stage: StagePlacement) -> dict[str, float]:
     if stage.num_gpus:
         shape["GPU"] = stage.num_gpus
     return shape
-
-
-_HOST_CLASS: Any = None
-
-
-def _host_class() -> Any:
-    global _HOST_CLASS
-    if _HOST_CLASS is None:
-        _HOST_CLASS = ray.remote(ReplicaHost)
-    return _HOST_CLASS

@@ -22,6 +22,8 @@ import ray
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from .ray_utils import actor_class
+
 #: Every owner's actor name starts with this, followed by its node's id.
 OWNER_PREFIX = "omni-payload-owner-"
 #: Calls an owner serves at once (a ``hold`` copying a large frame does not block ``take``).
@@ -162,7 +164,7 @@ class OwnerDirectory:
             handle = self._handles.get(self.local_name)
             if handle is None:
                 handle = (
-                    _owner_class()
+                    actor_class(PayloadOwner)
                     .options(
                         name=self.local_name,
                         namespace=self.namespace,
@@ -229,13 +231,3 @@ def remove_payload_owners(namespace: str = "omni") -> int:
         except ValueError:  # exited meanwhile
             pass
     return len(names)
-
-
-_OWNER_CLASS: Any = None
-
-
-def _owner_class() -> Any:
-    global _OWNER_CLASS
-    if _OWNER_CLASS is None:
-        _OWNER_CLASS = ray.remote(PayloadOwner)
-    return _OWNER_CLASS

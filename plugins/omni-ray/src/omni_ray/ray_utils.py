@@ -12,6 +12,7 @@ placement group that cannot be placed is removed and reported with what the clus
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -154,6 +155,12 @@ def stage_env(
     }
     env.update(extra or {})
     return env
+
+
+@functools.cache
+def actor_class(body: type) -> Any:
+    """``ray.remote(body)``, made once per class (Ray exports the class again each time it wraps it)."""
+    return ray.remote(body)
 
 
 def node_summaries() -> list[str]:
