@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import nox
 
@@ -110,15 +112,68 @@ def reliability(session: nox.Session) -> None:
     session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 
+@dataclass(frozen=True)
+class BenchTarget:
+    """One `nox -s bench` target: what it installs and the script that benchmarks it.
+
+    The script takes ``--out DIR`` and writes ``DIR/summary.json`` (see ``benchmarks/summarize.py``);
+    ``quick`` are its arguments for the short run profiled with py-spy (None: not profiled).
+    Requirements in a ``requirements.txt`` beside the script are installed first.
+    """
+
+    install: tuple[str, ...]
+    script: str
+    quick: tuple[str, ...] | None = ("--quick",)
+    system_libs: str = ""
+
+
+#: `nox -s bench -- NAME ...` runs these (all by default); a package benchmarks itself with one entry.
+BENCH_TARGETS = {
+    "core": BenchTarget((CORE,), "core/benchmarks/bench_serializer.py"),
+    "shm": BenchTarget((CORE, PLUGIN_DIR["shm"]), "plugins/omni-shm/benchmarks/bench_shm.py"),
+    "mooncake": BenchTarget(
+        (CORE, PLUGIN_DIR["mooncake"] + "[cpu]"),
+        "plugins/omni-mooncake/benchmarks/bench_mooncake.py",
+        system_libs="mooncake",
+    ),
+    "yuanrong": BenchTarget((CORE, PLUGIN_DIR["yuanrong"]), "plugins/omni-yuanrong/benchmarks/bench_yuanrong.py"),
+    "coordinator": BenchTarget(
+        (CORE, PLUGIN_DIR["coordinator"]), "plugins/omni-coordinator/benchmarks/bench_coordinator.py", quick=None
+    ),
+}
+
+
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not tests): `nox -s bench -- shm` etc.; writes JSON, a table and a PNG under bench-results/."""
-    selected = session.posargs or ["shm"]
+    """Benchmarks (not tests): every target, or `nox -s bench -- shm mooncake`; writes bench-results/.
+
+    Each target writes its tables and raw timings to bench-results/<target>/ and, from a second short run
+    under py-spy, bench-results/<target>/profile.speedscope.json; then bench-results/summary.md and one
+    PNG per connector summarize every target that ran.
+    """
+    names = session.posargs or list(BENCH_TARGETS)
+    unknown = sorted(set(names) - set(BENCH_TARGETS))
+    if unknown:
+        session.error(f"unknown bench target(s) {unknown}; known: {sorted(BENCH_TARGETS)}")
     session.install(TORCH)
-    for package in selected:
-        bench_dir = f"{PLUGIN_DIR[package]}/benchmarks"
-        _ensure_system_libs(session, package)
-        session.install("-r", f"{bench_dir}/requirements.txt")
-        session.install(CORE, PLUGIN_DIR[package] + ("[cpu]" if package == "mooncake" else ""))
-        script = f"{bench_dir}/bench_{package}.py"
-        session.run("python", script, "--out", f"bench-results/{package}")
+    session.install("matplotlib", "numpy", "py-spy")
+    for name in names:
+        target = BENCH_TARGETS[name]
+        if target.system_libs:
+            _ensure_system_libs(session, target.system_libs)
+        requirements = Path(target.script).with_name("requirements.txt")
+        if requirements.exists():
+            session.install("-r", str(requirements))
+        session.install(*target.install)
+    for name in names:
+        target = BENCH_TARGETS[name]
+        out = f"bench-results/{name}"
+        session.run("python", target.script, "--out", out)
+        if target.quick is not None:
+            command = ["python", target.script, "--out", f"{out}/profiled-run", *target.quick]
+            # a profile that cannot be taken (no ptrace permission) must not fail the benchmark: it says why
+            session.run(
+                "py-spy", "record", "--subprocesses", "--rate", "200", "--format", "speedscope",
+                "-o", f"{out}/profile.speedscope.json", "--", *command, success_codes=range(256),
+            )  # fmt: skip
+    session.run("python", "benchmarks/summarize.py", "bench-results", *names)
