@@ -212,8 +212,10 @@ def test_one_sender_two_receivers(
 
 
 def test_receiver_killed_mid_transfer_does_not_strand_the_buffer(
-    connectors: Callable[..., MooncakeTransferEngineConnector],
+    connectors: Callable[..., MooncakeTransferEngineConnector], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A claimed read holds the buffer past the TTL; once its lease lapses the buffer is freed (at most once)."""
+    monkeypatch.setenv("MC_TRANSFER_TIMEOUT", "5")  # the engine's bound on a transfer, and so the claim's lease
     sender = connectors("sender", memory_pool_size=272 * MiB, buffer_ttl_seconds=1.0)
     victim = ConnectorProcess(NAME, te_extra("receiver", memory_pool_size=272 * MiB))
     try:
@@ -221,9 +223,9 @@ def test_receiver_killed_mid_transfer_does_not_strand_the_buffer(
         ok, _, metadata = sender.put(*EDGE, key, big_tensor(256 * MiB, 40))
         assert ok
         victim.send({"op": "get", "key": key, "metadata": metadata, "timeout": 60})
-        assert wait_for(lambda: sender.health()["in_flight"] == 1), "the pull never started"
+        assert wait_for(lambda: sender.health()["in_flight"] == 1), "the read was never claimed"
         os.kill(victim.proc.pid, signal.SIGSTOP)  # frozen mid-transfer
-        time.sleep(1.5)  # past the TTL: a buffer being written from is not reclaimed
+        time.sleep(1.5)  # past the TTL: a buffer that may be being read is not reclaimed
         health = sender.health()
         assert health["in_flight"] == 1 and health["pool_used_bytes"] >= 256 * MiB
     finally:
@@ -294,6 +296,39 @@ def test_zero_copy_put_of_a_pool_buffer(connectors: Callable[..., MooncakeTransf
     assert sender.health()["pool_used_bytes"] == 0
 
 
+def test_receivers_read_host_pools_and_stale_metadata_reads_nothing(
+    connectors: Callable[..., MooncakeTransferEngineConnector],
+) -> None:
+    """Full metadata names the payload's place and token: the receiver reads it itself (no pull); after the
+    key was replaced, the old metadata's claim is refused, and what that read got is dropped."""
+    sender = connectors("sender")
+    receiver = connectors("receiver")
+    key = new_key("stale")
+    old, new = big_tensor(1 * MiB, 80), big_tensor(1 * MiB, 81)
+    ok, _, stale = sender.put(*EDGE, key, old)
+    assert ok and {"source_rpc_port", "source_address", "token"} <= set(stale)
+    ok, _, fresh = sender.put(*EDGE, key, new)  # replaces the payload under the key
+    assert ok and fresh["token"] != stale["token"]
+    assert receiver.get(*EDGE, key, stale) is None
+    assert torch.equal(fetch(receiver, key, fresh), new)
+    health = sender.health()
+    assert health["bytes_transferred"] == 1 * MiB and health["failed_transfers"] == 0
+    assert health["pool_used_bytes"] == 0 and receiver.health()["pool_used_bytes"] == 0
+
+
+def test_metadata_without_a_source_is_pulled(connectors: Callable[..., MooncakeTransferEngineConnector]) -> None:
+    """A sender that names no source (a device pool, an older version) is asked to write the payload."""
+    sender = connectors("sender")
+    receiver = connectors("receiver")
+    key = new_key("pulled")
+    ok, _, metadata = sender.put(*EDGE, key, {"ids": (1, 2, 3)})
+    assert ok
+    for name in ("source_rpc_port", "source_address", "token"):
+        del metadata[name]
+    assert fetch(receiver, key, metadata) == {"ids": (1, 2, 3)}
+    assert sender.health()["pool_used_bytes"] == 0
+
+
 def test_roles_and_ports_come_from_core_resolution(mooncake_available: None) -> None:
     base = free_port()
     spec = ConnectorSpec(NAME, {"host": "127.0.0.1", "protocol": "tcp", "memory_pool_size": 8 * MiB, "zmq_port": base})
@@ -336,7 +371,7 @@ def test_ttl_reclaims_unclaimed_buffers(connectors: Callable[..., MooncakeTransf
 def test_a_killed_sender_fails_gets_within_their_deadline(
     connectors: Callable[..., MooncakeTransferEngineConnector],
 ) -> None:
-    """Pulls from a SIGKILLed sender end at the deadline (not the engine's ~40 s); their slices return later."""
+    """Gets from a SIGKILLed sender end by their deadline (not the engine's ~40 s); their slices return later."""
     receiver = connectors("receiver", quarantine_s=2.0)
     with ConnectorProcess(NAME, te_extra("sender")) as sender:
         keys = [new_key("orphan") for _ in range(2)]

@@ -42,12 +42,29 @@ Endpoint = tuple[str, int]
 
 
 @dataclasses.dataclass(frozen=True)
+class _Source:
+    """Where a receiver reads a payload itself: the sender's engine session, the address and the put's token."""
+
+    session: str
+    address: int
+    token: int
+
+    @classmethod
+    def parse(cls, host: str, rpc_port: Any, address: Any, token: Any) -> _Source | None:
+        """From metadata or a query answer; None when any part is missing (the payload is then pulled)."""
+        if not all(type(value) is int and value >= 0 for value in (rpc_port, address, token)):
+            return None
+        return cls(f"{host}:{rpc_port}", address, token)
+
+
+@dataclasses.dataclass(frozen=True)
 class _Incoming:
-    """What a receiver knows about a payload before pulling it."""
+    """What a receiver knows about a payload before it moves."""
 
     endpoint: Endpoint
     size: int
     layout: RawLayout | None  #: None for a serialized object
+    source: _Source | None = None  #: set when the receiver may read it itself
 
 
 class MooncakeTransferEngineConnector(OmniConnectorBase):
@@ -100,9 +117,17 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         )  # fmt: skip
 
         self.engine, self.rpc_port = start_engine(self.host, self.protocol, self.device_name)
+        self.session = f"{self.host}:{self.rpc_port}"
         self.pool = RegisteredPool(self.engine, self.pool_size, self.pool_device)
         counters = self._counters  # callbacks must not hold the connector, or it could never be collected
-        self._outbox = Outbox(self.readers, self.buffer_ttl_seconds, lambda n: counters.add("reclaimed_buffers", n))
+
+        def lapsed(count: int) -> None:  # claimed reads nobody confirmed: delivered at most once, then freed
+            counters.add("failed_transfers", count)
+            counters.add("reclaimed_buffers", count)
+
+        self._outbox = Outbox(
+            self.readers, self.buffer_ttl_seconds, lambda n: counters.add("reclaimed_buffers", n), lapsed
+        )
         self._ctx = zmq.Context()
         self._client = SideChannelClient(self._ctx)
         try:
@@ -119,14 +144,18 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         port = self.config["zmq_port"]
         if isinstance(port, str):
             port = 0 if port.strip().lower() in ("auto", "") else int(port)
-        service = SenderService(self.engine, self._outbox, self._counters)
-        counters, ttl = self._counters, self.buffer_ttl_seconds
+        readable = not self.pool.tensor.is_cuda  # receivers read host pools themselves, pull from device pools
+        service = SenderService(self.engine, self._outbox, self._counters, self.rpc_port if readable else None)
+        counters, ttl, outbox = self._counters, self.buffer_ttl_seconds, self._outbox
         return SideChannelServer(
             self._ctx,
             self.host,
             port,
             on_query=service.query,
             on_pull=service.pull,
+            on_claim=service.claim,
+            on_done=service.done,
+            claims_open=lambda: outbox.claims_end is not None,
             on_tick=self._outbox.reclaim_expired,
             on_malformed=lambda: counters.add("malformed_messages"),
             on_refused=lambda: counters.add("refused_peers"),
@@ -163,6 +192,8 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         }
         if entry.layout is not None:
             metadata["raw_layout"] = entry.layout.to_wire()
+        if not self.pool.tensor.is_cuda:  # the receiver reads it itself: no round trip before the transfer
+            metadata.update(source_rpc_port=self.rpc_port, source_address=entry.buffer.data_ptr, token=entry.token)
         return True, entry.size, metadata
 
     def _stage_with_reclaim(self, key: str, request_id: str, data: Any) -> OutboundEntry:
@@ -226,7 +257,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
 
         One attempt, waiting on the sender as :meth:`get_with_deadline` does for a deadline QUERY_TIMEOUT_S away.
         """
-        return self._get(from_stage, to_stage, get_key, metadata, time.monotonic() + QUERY_TIMEOUT_S)
+        try:
+            return self._get(from_stage, to_stage, get_key, metadata, time.monotonic() + QUERY_TIMEOUT_S)
+        except _TransferFailed:
+            return None
 
     def get_with_deadline(
         self,
@@ -240,11 +274,15 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         """Poll the sender until the payload is there or ``deadline`` passes.
 
         A pull still running at the deadline finishes while the sender answers probes; a sender that does
-        not (dead, frozen) is given up about PROBE_TIMEOUT_S after the deadline.
+        not (dead, frozen) is given up about PROBE_TIMEOUT_S after the deadline.  A read that failed (the
+        sender is gone) ends the wait at once.
         """
         delay = 0.0005
         while True:
-            result = self._get(from_stage, to_stage, get_key, metadata, deadline)
+            try:
+                result = self._get(from_stage, to_stage, get_key, metadata, deadline)
+            except _TransferFailed:
+                return None
             remaining = deadline - time.monotonic()
             if result is not None or remaining <= 0:
                 return result
@@ -263,7 +301,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             incoming = self._incoming(key, metadata, query_timeout)
             if incoming is None:
                 return None
-            result = self._pull(key, incoming, deadline)
+            if incoming.source is not None and not self.pool.tensor.is_cuda:
+                result = self._read(key, incoming, incoming.source, deadline)
+            else:
+                result = self._pull(key, incoming, deadline)
         except SideChannelError as exc:
             self._counters.add("timeouts" if exc.timed_out else "errors")
             logger.warning("MooncakeTransferEngineConnector: get of %r: %s", key, exc)
@@ -288,7 +329,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             if metadata.get("is_fast_path"):
                 raw = metadata.get("raw_layout")
                 layout = RawLayout.from_wire(raw, size) if raw is not None else _bytes_layout(size)
-            return _Incoming(endpoint, size, layout)
+            source = _Source.parse(
+                endpoint[0], metadata.get("source_rpc_port"), metadata.get("source_address"), metadata.get("token")
+            )
+            return _Incoming(endpoint, size, layout, source)
         reply = self._client.request(endpoint, wire.Query(key), query_timeout)
         if not reply["ok"]:
             return None
@@ -296,7 +340,8 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         if type(size) is not int or size <= 0:
             raise ValueError(f"sender {endpoint} sent a bad size {size!r}")
         raw = reply.get("layout")
-        return _Incoming(endpoint, size, RawLayout.from_wire(raw, size) if raw is not None else None)
+        source = _Source.parse(endpoint[0], reply.get("rpc_port"), reply.get("address"), reply.get("token"))
+        return _Incoming(endpoint, size, RawLayout.from_wire(raw, size) if raw is not None else None, source)
 
     def _endpoint(self, metadata: dict[str, Any]) -> Endpoint:
         host, port = metadata.get("source_host"), metadata.get("source_port")
@@ -316,14 +361,77 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             )
         return self.sender_host, self.sender_zmq_port
 
+    def _read(self, key: str, incoming: _Incoming, source: _Source, deadline: float) -> tuple[Any, int] | None:
+        """Read the payload from the sender's pool into a fresh slice, the claim on it travelling meanwhile.
+
+        The claim is sent first and answered while the read runs: a payload the sender still held when the
+        claim arrived cannot be freed before the claim's lease ends (and a put is never reused under another
+        token), so a read that finished within the lease holds exactly the payload the claim names.
+        Anything else (a refused claim, a read past the lease) drops what was read.
+        """
+        buffer = self._slice(incoming)
+        claim = wire.Claim(key, source.token, self.session, source.address, incoming.size)
+        started = time.monotonic()
+        try:
+            sock = self._client.send(incoming.endpoint, claim, QUERY_TIMEOUT_S)
+        except SideChannelError:
+            buffer.release()
+            raise
+        rc = self.engine.transfer_sync_read(source.session, buffer.data_ptr, source.address, incoming.size)
+        took = time.monotonic() - started
+        done = wire.Done(key, source.token, self.session, delivered=False)
+        if rc != 0:  # the read may still be landing in the slice: hold it until it cannot
+            self._client.notify(incoming.endpoint, done, abandon=sock)
+            self._quarantine.hold(buffer.size, release=buffer.release)
+            self._counters.add("errors")
+            logger.warning("TransferEngine read of %r from %s failed (%s)", key, source.session, rc)
+            raise _TransferFailed(key)
+        try:
+            reply = self._client.wait(incoming.endpoint, sock, key, QUERY_TIMEOUT_S, deadline=deadline)
+        except SideChannelError:
+            buffer.release()  # the read is over: nothing lands in the slice any more
+            raise
+        if not reply["ok"]:
+            buffer.release()
+            if reply.get("error") != wire.NOT_FOUND:
+                self._counters.add("errors")
+                logger.warning("sender %s refused %r: %s %s", incoming.endpoint, key, reply.get("error"),
+                               reply.get("detail", ""))  # fmt: skip
+            return None
+        if took * 1000 >= reply.get("lease_ms", 0):  # the sender may have freed it while it was read
+            buffer.release()
+            self._counters.add("errors")
+            logger.warning("read of %r took %.1f s, past the sender's %s ms lease: dropped", key, took,
+                           reply.get("lease_ms"))  # fmt: skip
+            return None
+        self._client.notify(incoming.endpoint, dataclasses.replace(done, delivered=True))
+        return self._arrived(buffer, incoming)
+
+    def _slice(self, incoming: _Incoming) -> ManagedBuffer:
+        """A fresh pool slice for ``incoming`` (a ReceivedBuffer for a raw payload)."""
+        if incoming.layout is not None:
+            return self.pool.allocate_received(incoming.layout)
+        return self.pool.allocate(incoming.size)
+
+    def _arrived(self, buffer: ManagedBuffer, incoming: _Incoming) -> tuple[Any, int]:
+        """Hand out a raw payload's slice, or deserialize an object from it (and free the slice)."""
+        if incoming.layout is None:
+            with buffer:  # released once deserialized
+                synchronize(buffer.tensor)
+                frame = buffer.to_bytes() if buffer.tensor.is_cuda else buffer.tensor.numpy()
+                return OmniSerializer.deserialize(frame, zero_copy=False), incoming.size
+        try:
+            synchronize(buffer.tensor)
+        except BaseException:
+            buffer.release()
+            raise
+        return buffer, incoming.size
+
     def _pull(self, key: str, incoming: _Incoming, deadline: float) -> tuple[Any, int] | None:
         """Have the sender write the payload into a fresh pool slice, then hand it out or deserialize it."""
-        if incoming.layout is not None:
-            buffer: ManagedBuffer = self.pool.allocate_received(incoming.layout)
-        else:
-            buffer = self.pool.allocate(incoming.size)
+        buffer = self._slice(incoming)
         timeout = pull_timeout_s(incoming.size)
-        request = wire.Pull(key, f"{self.host}:{self.rpc_port}", buffer.data_ptr, incoming.size, int(timeout * 1000))
+        request = wire.Pull(key, self.session, buffer.data_ptr, incoming.size, int(timeout * 1000))
         try:
             reply = self._client.request(incoming.endpoint, request, timeout, deadline=deadline)
         except SideChannelError:
@@ -339,17 +447,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
                 self._counters.add("errors")
                 logger.warning("sender %s refused %r: %s %s", incoming.endpoint, key, error, reply.get("detail", ""))
             return None
-        if incoming.layout is None:
-            with buffer:  # released once deserialized
-                synchronize(buffer.tensor)
-                frame = buffer.to_bytes() if buffer.tensor.is_cuda else buffer.tensor.numpy()
-                return OmniSerializer.deserialize(frame, zero_copy=False), incoming.size
-        try:
-            synchronize(buffer.tensor)
-        except BaseException:
-            buffer.release()
-            raise
-        return buffer, incoming.size
+        return self._arrived(buffer, incoming)
 
     # -- status ----------------------------------------------------------------------------------
     def get_connection_info(self) -> dict[str, Any]:
@@ -387,6 +485,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             raise RuntimeError("MooncakeTransferEngineConnector is closed")
 
 
+class _TransferFailed(RuntimeError):
+    """A read failed (the sender is gone or unreachable): the get gives up instead of trying again."""
+
+
 def _bytes_layout(size: int) -> RawLayout:
     """Layout of an untyped buffer: a flat uint8 tensor."""
     return RawLayout("tensor", "uint8", (size,), size)
@@ -403,8 +505,9 @@ def _shutdown(
     """Tear a connector down in order; also run when one is garbage-collected without close()."""
     if server is not None:
         server.close()
+    reads_end = outbox.claims_end  # receivers still reading (past the close grace): their leases bound them
     outbox.close()
     client.close()
     ctx.destroy(linger=0)
-    pool.close()  # unregistered: no write can land in the pool any more
+    pool.close(keep_memory_until=reads_end)  # unregistered: no transfer can start on the pool any more
     quarantine.release_all()
