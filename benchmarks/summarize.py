@@ -9,6 +9,8 @@ benchmark writes that file with one row per measured comparison::
       "payload": "64 MiB float16 tensor", "bytes": 67108928, "reference": "memcpy",
       "measure": "reference time / connector time", "min": 0.45, "median": 0.48, "target": ">= 0.6"}]}
 
+(``size_unit`` may name what ``bytes`` counts when it is not payload bytes, e.g. ``"replicas"``.)
+
 ``min`` and ``median`` are the ratio of the best times and the ratio of the medians, measured in one
 run; ``target`` is optional (``">= x"`` or ``"<= x"``, compared with both).  Writes
 ``<results>/summary.md`` and ``<results>/<connector>.png`` (the ratio to each reference by payload size).
@@ -98,7 +100,7 @@ def plot(connector: str, rows: list[dict[str, Any]], path: Path) -> None:
             if match:
                 ax.scatter([r["bytes"]], [float(match[2])], marker="_", s=400, color="red", zorder=3)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("payload bytes")
+        ax.set_xlabel(picked[0].get("size_unit", "payload bytes"))
         ax.set_ylabel(picked[0]["measure"])
         ax.set_title(f"vs {reference} (red: target)")
         ax.grid(True, which="both", alpha=0.3)

@@ -119,6 +119,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         self.engine, self.rpc_port = start_engine(self.host, self.protocol, self.device_name)
         self.session = f"{self.host}:{self.rpc_port}"
         self.pool = RegisteredPool(self.engine, self.pool_size, self.pool_device)
+        self._host_pool = not self.pool.tensor.is_cuda  # host pools are read by receivers, device pools pulled
         counters = self._counters  # callbacks must not hold the connector, or it could never be collected
 
         def lapsed(count: int) -> None:  # claimed reads nobody confirmed: delivered at most once, then freed
@@ -144,8 +145,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         port = self.config["zmq_port"]
         if isinstance(port, str):
             port = 0 if port.strip().lower() in ("auto", "") else int(port)
-        readable = not self.pool.tensor.is_cuda  # receivers read host pools themselves, pull from device pools
-        service = SenderService(self.engine, self._outbox, self._counters, self.rpc_port if readable else None)
+        service = SenderService(self.engine, self._outbox, self._counters, self.rpc_port if self._host_pool else None)
         counters, ttl, outbox = self._counters, self.buffer_ttl_seconds, self._outbox
         return SideChannelServer(
             self._ctx,
@@ -192,7 +192,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         }
         if entry.layout is not None:
             metadata["raw_layout"] = entry.layout.to_wire()
-        if not self.pool.tensor.is_cuda:  # the receiver reads it itself: no round trip before the transfer
+        if self._host_pool:  # the receiver reads it itself: no round trip before the transfer
             metadata.update(source_rpc_port=self.rpc_port, source_address=entry.buffer.data_ptr, token=entry.token)
         return True, entry.size, metadata
 
@@ -301,7 +301,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             incoming = self._incoming(key, metadata, query_timeout)
             if incoming is None:
                 return None
-            if incoming.source is not None and not self.pool.tensor.is_cuda:
+            if incoming.source is not None and self._host_pool:
                 result = self._read(key, incoming, incoming.source, deadline)
             else:
                 result = self._pull(key, incoming, deadline)
@@ -379,8 +379,8 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             raise
         rc = self.engine.transfer_sync_read(source.session, buffer.data_ptr, source.address, incoming.size)
         took = time.monotonic() - started
-        done = wire.Done(key, source.token, self.session, delivered=False)
         if rc != 0:  # the read may still be landing in the slice: hold it until it cannot
+            done = wire.Done(key, source.token, self.session, delivered=False)
             self._client.notify(incoming.endpoint, done, abandon=sock)
             self._quarantine.hold(buffer.size, release=buffer.release)
             self._counters.add("errors")
@@ -404,7 +404,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             logger.warning("read of %r took %.1f s, past the sender's %s ms lease: dropped", key, took,
                            reply.get("lease_ms"))  # fmt: skip
             return None
-        self._client.notify(incoming.endpoint, dataclasses.replace(done, delivered=True))
+        self._client.notify(incoming.endpoint, wire.Done(key, source.token, self.session, delivered=True))
         return self._arrived(buffer, incoming)
 
     def _slice(self, incoming: _Incoming) -> ManagedBuffer:
@@ -417,14 +417,16 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         """Hand out a raw payload's slice, or deserialize an object from it (and free the slice)."""
         if incoming.layout is None:
             with buffer:  # released once deserialized
+                if self._host_pool:
+                    return OmniSerializer.deserialize(buffer.tensor.numpy(), zero_copy=False), incoming.size
                 synchronize(buffer.tensor)
-                frame = buffer.to_bytes() if buffer.tensor.is_cuda else buffer.tensor.numpy()
-                return OmniSerializer.deserialize(frame, zero_copy=False), incoming.size
-        try:
-            synchronize(buffer.tensor)
-        except BaseException:
-            buffer.release()
-            raise
+                return OmniSerializer.deserialize(buffer.to_bytes(), zero_copy=False), incoming.size
+        if not self._host_pool:
+            try:
+                synchronize(buffer.tensor)
+            except BaseException:
+                buffer.release()
+                raise
         return buffer, incoming.size
 
     def _pull(self, key: str, incoming: _Incoming, deadline: float) -> tuple[Any, int] | None:
