@@ -19,8 +19,8 @@ def address(array: np.ndarray) -> int:
 
 
 def test_copy_is_private_and_writable() -> None:
-    source = bytearray(range(256)) * (MIN_BYTES // 256)
-    copy = private_copy(source)
+    source = bytearray(range(256)) * (MIB // 256)
+    copy = HostCopies(min_bytes=MIB).copy_of(source)
     assert copy.dtype == np.uint8 and copy.size == len(source) and copy.flags.writeable
     assert copy.tobytes() == bytes(source)
     source[0] ^= 0xFF
@@ -29,7 +29,7 @@ def test_copy_is_private_and_writable() -> None:
 
 
 def test_memory_is_reused_only_after_the_last_view_is_gone() -> None:
-    copies = HostCopies()
+    copies = HostCopies(min_bytes=MIB)
     first = copies.copy_of(bytes(2 * MIB))
     view = torch.from_numpy(first)[MIB:]  # a view keeps the block leased
     where = address(first)
@@ -47,7 +47,7 @@ def test_memory_is_reused_only_after_the_last_view_is_gone() -> None:
 
 
 def test_a_block_is_reused_only_for_similar_sizes() -> None:
-    copies = HostCopies()
+    copies = HostCopies(min_bytes=MIB)
     copies.copy_of(bytes(8 * MIB))
     gc.collect()
     copies.copy_of(bytes(2 * MIB))  # 8 MiB is more than twice 2 MiB: a new block, the idle one stays
@@ -56,7 +56,7 @@ def test_a_block_is_reused_only_for_similar_sizes() -> None:
 
 
 def test_idle_memory_is_capped_and_expires() -> None:
-    copies = HostCopies(idle_bytes=3 * MIB, idle_seconds=0.0)
+    copies = HostCopies(idle_bytes=3 * MIB, idle_seconds=0.0, min_bytes=MIB)
     kept = [copies.copy_of(bytes(2 * MIB)) for _ in range(2)]
     del kept
     gc.collect()
@@ -69,9 +69,10 @@ def test_idle_memory_is_capped_and_expires() -> None:
 def test_small_copies_use_plain_memory() -> None:
     copy = private_copy(b"abc" * 10)
     assert copy.base is None and copy.tobytes() == b"abc" * 10
+    assert private_copy(bytes(MIN_BYTES - 1)).base is None
 
 
-@pytest.mark.parametrize("nbytes", [MIN_BYTES, 3 * GRANULE + 10])
+@pytest.mark.parametrize("nbytes", [MIB, MIN_BYTES + 3 * GRANULE + 8])
 def test_decoded_tensors_and_arrays_own_their_memory(nbytes: int) -> None:
     tensor = torch.arange(nbytes // 2, dtype=torch.int16)
     array = np.arange(nbytes // 8, dtype=np.float64)

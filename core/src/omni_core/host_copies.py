@@ -2,9 +2,11 @@
 
 A connector that hands out owned (not shared) tensors copies the received bytes once.  Into fresh
 memory that copy pays the kernel for every page (zeroing and mapping it): on a 2-core VM a 64 MiB copy
-into fresh memory took about twice as long as into memory touched before.  Here the memory of a copy
-whose last view is gone goes back to a small cache and the next copy of a similar size reuses it.
-The cache keeps at most ``IDLE_BYTES`` of idle memory and drops blocks idle for ``IDLE_SECONDS``.
+into fresh memory took twice to four times as long as into memory touched before.  glibc's malloc hands
+blocks below 32 MiB out of its heap, which reuses freed memory warm; from 32 MiB on it maps fresh memory
+for every allocation and unmaps it on free.  So from ``MIN_BYTES`` on, the memory of a copy whose last
+view is gone goes back to a small cache here and the next copy of a similar size reuses it.  The cache
+keeps at most ``IDLE_BYTES`` of idle memory and drops blocks idle for ``IDLE_SECONDS``.
 
 Importing this module imports nothing heavy; numpy is imported by the first copy.
 """
@@ -16,8 +18,8 @@ import time
 import weakref
 from typing import Any
 
-#: Copies smaller than this use plain numpy memory (the allocator reuses small blocks by itself).
-MIN_BYTES = 1 << 20
+#: Copies smaller than this use plain numpy memory (malloc's heap reuses such blocks warm by itself).
+MIN_BYTES = 32 << 20
 #: Idle memory kept for reuse, at most ...
 IDLE_BYTES = 512 << 20
 #: ... and for at most this long.
@@ -37,7 +39,10 @@ class _Lease:
 class HostCopies:
     """A cache of idle host memory blocks (numpy uint8 arrays) for private copies; thread-safe."""
 
-    def __init__(self, idle_bytes: int = IDLE_BYTES, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(
+        self, idle_bytes: int = IDLE_BYTES, idle_seconds: float = IDLE_SECONDS, min_bytes: int = MIN_BYTES
+    ) -> None:
+        self._min_bytes = min_bytes
         self._idle_bytes_cap = idle_bytes
         self._idle_seconds = idle_seconds
         self._idle: list[tuple[float, Any]] = []  # (when it became idle, block), oldest first
@@ -48,7 +53,7 @@ class HostCopies:
         import numpy as np
 
         data = np.frombuffer(source, dtype=np.uint8)
-        if data.size < MIN_BYTES:
+        if data.size < self._min_bytes:
             return data.copy()
         block = self._take(data.size)
         lease = _Lease(block[: data.size])

@@ -46,6 +46,8 @@ WARMUP = 2
 WORKER = Path(__file__).with_name("bench_worker.py")
 #: The store connector's get without metadata, by key alone (what a stage does by default).
 KEY_ONLY = "get (key only)"
+#: The TE receiver's side-channel round trip to its sender alone (a query), timed next to each get.
+ROUND_TRIP = "round trip"
 #: (backend, connector op, raw op it is compared with)
 PAIRS = [
     ("store", "put", "put_from"),
@@ -190,7 +192,8 @@ def run_te(reps: dict[int, int]) -> dict[tuple[str, str, int], list[float]]:
                         key = f"te-{nbytes}-{i}"
                         put = sender.call("put", key=key, nbytes=nbytes)
                         got = receiver.call("get", key=key, nbytes=nbytes, metadata=put["metadata"], verify=i == 0)
-                        timings = {"put": put["seconds"], "get": got["seconds"]}
+                        ping = receiver.call("ping", peer=sender.info)  # the side channel's round trip alone
+                        timings = {"put": put["seconds"], "get": got["seconds"], ROUND_TRIP: ping["seconds"]}
                     if i >= WARMUP:
                         for op, seconds in timings.items():
                             samples.setdefault((impl, op, nbytes), []).append(seconds)
@@ -244,6 +247,20 @@ def summary_rows(compared: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "min": c["ratio_min"], "median": c["ratio"], "target": c["target"],
         })  # fmt: skip
     return rows
+
+
+def floors(rows: list[dict[str, Any]]) -> list[str]:
+    """What a TE get cannot beat: its claim's answer and its read run side by side, so it takes at least the
+    longer of the raw read and the side channel's round trip (medians of this run)."""
+    by = {(r["impl"], r["op"], r["bytes"]): r for r in rows if r["backend"] == "te"}
+    lines = []
+    for label, nbytes in SIZES.items():
+        read, trip = by.get(("raw", "read", nbytes)), by.get(("connector", ROUND_TRIP, nbytes))
+        if read and trip:
+            floor = read["median_ms"] / max(read["median_ms"], trip["median_ms"])
+            lines.append(f"- TE {label}: raw read {read['median_ms']:.2f} ms, side-channel round trip "
+                         f"{trip['median_ms']:.2f} ms: get <= {floor:.2f}x raw read")  # fmt: skip
+    return lines
 
 
 def markdown(rows: list[dict[str, Any]], compared: list[dict[str, Any]]) -> str:
@@ -318,6 +335,9 @@ def main() -> int:
     summary = {"command": result["command"], "load_average": os.getloadavg(), "rows": summary_rows(compared)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = markdown(rows, compared)
+    floor_lines = floors(rows)
+    if floor_lines:
+        table += "\nFloors (from this run's medians):\n\n" + "\n".join(floor_lines) + "\n"
     (args.out / "results.md").write_text(table)
     plot(compared, args.out / "throughput.png")
     print(table)
