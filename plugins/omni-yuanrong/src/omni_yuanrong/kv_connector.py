@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from omni_core import (
     Capabilities,
     Delivery,
@@ -40,17 +38,6 @@ MAX_TRACKED_REQUESTS = 100_000
 ZERO_COPY_WRITE_BYTES = 4 << 20
 #: How the worker refuses to overwrite a value written through the other of those two paths.
 _REWRITE_CONFLICTS = ("Inconsistency in publish or set", "cannot be modified")
-
-
-class _Staging(threading.local):
-    """Per thread: warm memory that frames sent with one ``set`` are written into (the worker copies them)."""
-
-    buffer = np.empty(0, dtype=np.uint8)
-
-    def region(self, nbytes: int) -> np.ndarray:
-        if self.buffer.size < nbytes:
-            self.buffer = np.empty(max(nbytes, 2 * self.buffer.size), dtype=np.uint8)
-        return self.buffer[:nbytes]
 
 
 class DatasystemUnavailableError(ConnectionError):
@@ -124,7 +111,6 @@ class YuanrongConnector(OmniConnectorBase):
         self._tracked: OrderedDict[str, set[str]] = OrderedDict()
         self._counters = dict.fromkeys(("puts", "gets", "misses", "errors", "timeouts", "bytes_transferred"), 0)
         self._last_error = ""
-        self._staging = _Staging()
         client = api.KVClient(
             self.host,
             self.port,
@@ -230,10 +216,7 @@ class YuanrongConnector(OmniConnectorBase):
 
     def _write(self, client: Any, key: str, payload: SerializedPayload) -> None:
         if payload.nbytes < ZERO_COPY_WRITE_BYTES:
-            # framed in reused memory: a fresh buffer per put would pay the kernel for every page of it
-            frame = self._staging.region(payload.nbytes)
-            payload.write_into(frame)
-            client.set(key, frame.data, self._write_mode)
+            client.set(key, payload.to_bytes(), self._write_mode)
             return
         buffers = client.mcreate([key], [payload.nbytes], self._write_mode)
         payload.write_into(buffers[0].MutableData())
