@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import nox
 
@@ -150,38 +153,91 @@ def reliability(session: nox.Session) -> None:
     session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 
-#: Benchmarks that span packages: name -> script (beside it, requirements.txt).
-CROSS_BENCHES = {"multihost": "benchmarks/multihost/bench_multihost.py"}
+@dataclass(frozen=True)
+class BenchTarget:
+    """One `nox -s bench` target: what it installs and the script that benchmarks it.
+
+    The script takes ``--out DIR`` and writes ``DIR/summary.json`` (see ``benchmarks/summarize.py``);
+    ``quick`` are its arguments for the short run profiled with py-spy (None: not profiled).
+    Requirements in a ``requirements.txt`` beside the script are installed first.  ``heavy`` targets
+    (a Ray cluster, vLLM engines) run only when named: `nox -s bench -- vllm ray ray-launcher`.
+    """
+
+    install: tuple[str, ...] | Callable[[nox.Session], object]  #: what to pip install, or how to install it
+    script: str
+    quick: tuple[str, ...] | None = ("--quick",)
+    system_libs: tuple[str, ...] = ()
+    heavy: bool = False
+
+
+#: `nox -s bench -- NAME ...` runs these (the light ones by default); a package benchmarks itself with one entry.
+BENCH_TARGETS = {
+    "core": BenchTarget((CORE,), "core/benchmarks/bench_serializer.py"),
+    "shm": BenchTarget((CORE, PLUGIN_DIR["shm"]), "plugins/omni-shm/benchmarks/bench_shm.py"),
+    "mooncake": BenchTarget(
+        (CORE, PLUGIN_DIR["mooncake"] + "[cpu]"),
+        "plugins/omni-mooncake/benchmarks/bench_mooncake.py",
+        system_libs=("mooncake",),
+    ),
+    "yuanrong": BenchTarget((CORE, PLUGIN_DIR["yuanrong"]), "plugins/omni-yuanrong/benchmarks/bench_yuanrong.py"),
+    "coordinator": BenchTarget(
+        (CORE, PLUGIN_DIR["coordinator"]), "plugins/omni-coordinator/benchmarks/bench_coordinator.py", quick=None
+    ),
+    # across test hosts (network namespaces: needs root): every plugin it may exercise
+    "multihost": BenchTarget(
+        (CORE, *map(_spec, PLUGIN_DIR)),
+        "benchmarks/multihost/bench_multihost.py",
+        quick=None,
+        system_libs=("mooncake",),
+    ),
+    **{
+        name: BenchTarget(
+            (CORE, RAY_PLUGIN, *RAY_WITH),
+            f"{RAY_PLUGIN}/benchmarks/{script}.py",
+            quick=None,
+            system_libs=("mooncake", "ray"),
+            heavy=True,
+        )
+        for name, script in (("ray", "bench_ray"), ("ray-launcher", "bench_launcher"))
+    },
+    "vllm": BenchTarget(_install_vllm, f"{VLLM_PLUGIN}/benchmarks/bench_vllm.py", quick=None, heavy=True),
+}
 
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not tests): `nox -s bench -- shm` etc.; writes JSON, a table and a PNG under bench-results/."""
-    selected = session.posargs or ["shm"]
+    """Benchmarks (not tests): the light targets, or `nox -s bench -- shm vllm ...`; writes bench-results/.
+
+    Each target writes its tables and raw timings to bench-results/<target>/ and, from a second short run
+    under py-spy, bench-results/<target>/profile.speedscope.json; then bench-results/summary.md and one
+    PNG per connector summarize every target that ran.
+    """
+    names = session.posargs or [name for name, target in BENCH_TARGETS.items() if not target.heavy]
+    unknown = sorted(set(names) - set(BENCH_TARGETS))
+    if unknown:
+        session.error(f"unknown bench target(s) {unknown}; known: {sorted(BENCH_TARGETS)}")
     session.install(TORCH)
-    for package in selected:
-        if package == "vllm":
-            _install_vllm(session)
-            session.run("python", f"{VLLM_PLUGIN}/benchmarks/bench_vllm.py", "--out", "bench-results/vllm")
-            continue
-        if package == "ray":  # RayConnector against raw Ray; omni run over Ray against the local launcher
-            _ensure_system_libs(session, "mooncake")
-            _ensure_system_libs(session, "ray")
-            session.install("-r", f"{RAY_PLUGIN}/benchmarks/requirements.txt")
-            session.install(CORE, RAY_PLUGIN, *RAY_WITH)
-            for script in ("bench_ray", "bench_launcher"):
-                session.run("python", f"{RAY_PLUGIN}/benchmarks/{script}.py", "--out", f"bench-results/{script}")
-            continue
-        if package in CROSS_BENCHES:  # every plugin it may exercise, then the script
-            _ensure_system_libs(session, "mooncake")
-            script = CROSS_BENCHES[package]
-            session.install("-r", f"{os.path.dirname(script)}/requirements.txt")
-            session.install(CORE, *map(_spec, PLUGIN_DIR))
-            session.run("python", script, "--out", f"bench-results/{package}")
-            continue
-        bench_dir = f"{PLUGIN_DIR[package]}/benchmarks"
-        _ensure_system_libs(session, package)
-        session.install("-r", f"{bench_dir}/requirements.txt")
-        session.install(CORE, _spec(package))
-        script = f"{bench_dir}/bench_{package}.py"
-        session.run("python", script, "--out", f"bench-results/{package}")
+    session.install("matplotlib", "numpy", "py-spy")
+    for name in names:
+        target = BENCH_TARGETS[name]
+        for libs in target.system_libs:
+            _ensure_system_libs(session, libs)
+        requirements = Path(target.script).with_name("requirements.txt")
+        if requirements.exists():
+            session.install("-r", str(requirements))
+        if callable(target.install):
+            target.install(session)
+        else:
+            session.install(*target.install)
+    for name in names:
+        target = BENCH_TARGETS[name]
+        out = f"bench-results/{name}"
+        session.run("python", target.script, "--out", out)
+        if target.quick is not None:
+            command = ["python", target.script, "--out", f"{out}/profiled-run", *target.quick]
+            # a profile that cannot be taken (no ptrace permission) must not fail the benchmark: it says why
+            session.run(
+                "py-spy", "record", "--subprocesses", "--rate", "200", "--format", "speedscope",
+                "-o", f"{out}/profile.speedscope.json", "--", *command, success_codes=range(256),
+            )  # fmt: skip
+    session.run("python", "benchmarks/summarize.py", "bench-results", *names)

@@ -10,7 +10,8 @@ reference is one TCP stream of the same bytes from host 1 to host 2, timed from 
 receiver's acknowledgement.  Targets and raw samples alternate (their order rotates), so background load
 hits them alike.  Then host 2's link is limited to 1 Gbit/s (``tc`` token bucket, both directions) and
 each is measured again: the fraction of the limit it achieves.  Payload: a uint8 tensor of 1, 16 and 256
-MiB.  Writes ``results.json``, ``results.md`` and ``throughput.png`` into DIR.
+MiB.  Writes ``results.json``, ``results.md``, ``throughput.png`` and ``summary.json`` (for
+``benchmarks/summarize.py``) into DIR.
 
 A connector joins with one entry in :func:`targets`.
 """
@@ -183,6 +184,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``benchmarks/summarize.py``: each connector's get across hosts against raw TCP."""
+    return [
+        {"connector": row["target"], "path": f"get across hosts ({row['link']})",
+         "payload": f"{row['size'] // MIB} MiB", "bytes": row["size"], "reference": "raw TCP stream",
+         "measure": "raw time / connector time", "min": row["ratio_best"], "median": row["ratio_median"]}
+        for row in rows if row["target"] != RAW
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -214,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    (args.out / "summary.json").write_text(json.dumps({"command": results["command"], "rows": summary_rows(rows)}))
     text = table(rows)
     (args.out / "results.md").write_text(
         f"{results['machine']}; {results['wall_s']} s.  Reader's get (host 1 -> host 2) against a raw TCP stream "

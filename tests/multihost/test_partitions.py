@@ -85,10 +85,10 @@ def test_te_receiver_cut_off_during_a_256mib_pull(hosts: NamespaceHosts, te_pair
         gave_up_s = time.monotonic() - started
         assert not answer["found"] and gave_up_s < deadline_s, (answer, gave_up_s)
         report = health(receiver)
-        assert report["errors"] == 1 and report["pending_pulls"] == 1, report
+        assert report["errors"] == 1, report  # the read given up: its slice held until the engine ends it
         assert report["quarantined_bytes"] >= 256 * MiB, report
     healed = time.monotonic()
-    got = get(receiver, "big", metadata, wait=30)  # the pull given up is taken over, or pulled anew
+    got = get(receiver, "big", metadata, wait=30)  # read anew once the sender's claim of it lapsed
     recovered_s = time.monotonic() - healed
     assert got["found"] and got["checksum"] == digest(BIG), got
     sent = health(sender)

@@ -68,6 +68,7 @@ _LAZY: dict[str, str] = {
     "deserialize_obj": "serialization",
     "BufferAllocator": "memory_pool",
     "ManagedBuffer": "memory_pool",
+    "private_copy": "host_copies",
     "KVPipeBase": "kv_pipe",
     "ConnectorKVPipe": "kv_pipe",
     "expand_env_value": "envexpand",
@@ -99,6 +100,7 @@ if TYPE_CHECKING:
     from .errors import ConfigError, EnvVarExpansionError, PluginError, PortCollisionError, SerializationError
     from .factory import OmniConnectorFactory
     from .hookspecs import hookimpl
+    from .host_copies import private_copy
     from .hosts import resolve_host
     from .initialization import (
         build_stage_connectors,

@@ -68,6 +68,18 @@ TENSOR_KINDS = (
 PAYLOAD_KINDS: tuple[str, ...] = (*_PLAIN, *TENSOR_KINDS, "ndarray", "tensor_in_dict")
 
 
+def request_dict(token_ids: int = 150) -> dict[str, Any]:
+    """A request as one stage hands it to the next (the benchmarks' small payload; 758 bytes framed as is)."""
+    return {
+        "engine_inputs": {
+            "prompt_token_ids": list(range(1000, 1000 + token_ids)),
+            "prompt": "Describe the picture. " * 4,
+        },
+        "sampling_params": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512, "stop": ["</s>"]},
+        "metadata": {"stage_transition": "0->1", "timestamp": 1700000000.0, "request_id": "req-0123456789"},
+    }
+
+
 def make_payload(kind: str) -> Any:
     """The payload named ``kind`` (deterministic, so two processes build the same one)."""
     if kind in _PLAIN:

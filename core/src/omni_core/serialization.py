@@ -41,6 +41,7 @@ import msgpack
 from msgpack import ExtType
 
 from .errors import SerializationError
+from .host_copies import private_copy
 
 __all__ = [
     "MAGIC",
@@ -155,6 +156,9 @@ class OmniSerde:
         limits = self.limits
         if len(meta) > limits.max_meta_bytes or len(enc.buffers) > limits.max_buffers:
             raise ValueError(f"payload too large: {len(meta)} meta bytes, {len(enc.buffers)} tensors/arrays")
+        if not enc.buffers:  # the common small message: header and meta only
+            nbytes = _HEADER.size + len(meta)
+            return SerializedPayload(_HEADER.pack(MAGIC, len(meta), 0, nbytes) + meta, [], nbytes)
         pos = _HEADER.size + 16 * len(enc.buffers) + len(meta)
         table: list[int] = []
         placed = []
@@ -207,10 +211,22 @@ class OmniSerde:
         pos = meta_start + meta_len
         if pos > frame_len:
             raise SerializationError(f"truncated frame: meta ends at byte {pos}, frame has {frame_len}")
+        meta = mv[meta_start:pos]
+        if not n_buffers and _plain_decode_is_bounded(meta, limits):
+            try:
+                return msgpack.unpackb(
+                    meta,
+                    ext_hook=_no_ext,
+                    strict_map_key=False,
+                    max_array_len=limits.max_items,
+                    max_map_len=limits.max_items,
+                )
+            except _ExtFound:
+                pass  # tuples or numpy scalars: decoded below, with the hooks that rebuild and check them
         table = _buffer_table(mv, n_buffers, pos, frame_len) if n_buffers else []
         dec = _Decoder(mv, table, zero_copy, device, limits)
         tree = msgpack.unpackb(
-            mv[meta_start : meta_start + meta_len],
+            meta,
             ext_hook=dec.ext_hook,
             list_hook=dec.list_hook,
             object_hook=dec.object_hook,
@@ -225,6 +241,32 @@ class OmniSerde:
         if dec.containers > limits.max_depth and (problem := _scan(tree, limits.max_depth)):
             raise SerializationError(problem[0])
         return tree
+
+
+#: msgpack's first byte of every array and map (fixarray, fixmap, array 16/32, map 16/32).
+_CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+
+
+class _ExtFound(Exception):
+    """Raised by the plain decode on the first ext type: the frame needs the full decode."""
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise _ExtFound
+
+
+def _plain_decode_is_bounded(meta: memoryview, limits: DecodeLimits) -> bool:
+    """Whether decoding ``meta`` without hooks must stay within the container and depth limits.
+
+    Each array or map takes at least one byte of the meta section, and its first byte is one of
+    ``_CONTAINER_BYTES``: the meta's length bounds how many there are, and its count of those bytes
+    bounds how deep they nest.  Without ext types (the plain decode stops at the first), nothing
+    else can be a container or a map key of a forbidden type (an array key is unhashable: an error).
+    """
+    if len(meta) > limits.max_containers:
+        return False
+    raw = bytes(meta)
+    return len(raw) - len(raw.translate(None, _CONTAINER_BYTES)) <= limits.max_depth
 
 
 class _Encoder:
@@ -355,8 +397,8 @@ class _Decoder:
             raw = torch.empty(0, dtype=torch.uint8)
         copy = not self.zero_copy or raw.data_ptr() % dtype.itemsize != 0  # misaligned views get a copy
         if copy and self.device in (None, "cpu") and nbytes >= _NUMPY_COPY_MIN and _has_numpy():
-            # numpy allocates large arrays on transparent huge pages: ~3x faster than torch's copy here
-            owned = _numpy().frombuffer(self.mv, dtype="uint8", count=nbytes, offset=off).copy()
+            # into reused (warm) numpy memory: a copy into fresh memory pays for every page it touches
+            owned = private_copy(self.mv[off : off + nbytes])
             return torch.from_numpy(owned).view(dtype).view(shape)
         return raw.to(self.device or "cpu", copy=copy).view(dtype).view(shape)
 
@@ -364,7 +406,11 @@ class _Decoder:
         _, dtype = _np_dtype(dtype_str)
         off, nbytes = self._claim(index, shape, dtype.itemsize, dtype_str)
         arr = _numpy().frombuffer(self.mv, dtype=dtype, count=nbytes // dtype.itemsize, offset=off).reshape(shape)
-        return arr if self.zero_copy and arr.flags.aligned else arr.copy()
+        if self.zero_copy and arr.flags.aligned:
+            return arr
+        if nbytes >= _NUMPY_COPY_MIN:
+            return private_copy(self.mv[off : off + nbytes]).view(dtype).reshape(shape)
+        return arr.copy()
 
 
 def _buffer_table(mv: memoryview, n_buffers: int, pos: int, frame_len: int) -> list[tuple[int, int]]:
@@ -402,7 +448,12 @@ class _TensorIO:
         # reinterpret both sides as a same-size integer type: copy_ then works for every dtype (float8, bits, ...)
         carrier = carriers.get(src.element_size(), src.dtype)
         dest = torch.frombuffer(mv, dtype=torch.uint8, count=nbytes, offset=off).view(carrier).view(src.shape)
-        dest.copy_(src.view(carrier))
+        if src.device.type == "cpu" and _has_numpy():
+            # numpy copies on this thread; torch's copy_ fans out to its intra-op threads, which spin-wait
+            # and stall on a busy host (a 16 MiB copy took 6 ms instead of 1.4 ms with 2 threads on 2 cores)
+            _numpy().copyto(dest.numpy(), src.view(carrier).numpy(), casting="no")
+        else:
+            dest.copy_(src.view(carrier))
 
     @staticmethod
     def as_bytes(src: Any) -> Any:
@@ -432,7 +483,7 @@ class _NdarrayIO:
 _BufferIO = type[_TensorIO] | type[_NdarrayIO]
 
 
-#: Decoded tensors at least this large are copied through numpy (see ``_Decoder._tensor``).
+#: Decoded tensors and arrays at least this large are copied into reused numpy memory (see ``host_copies``).
 _NUMPY_COPY_MIN = 1 << 20
 
 

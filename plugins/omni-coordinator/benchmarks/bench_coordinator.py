@@ -350,6 +350,24 @@ def write_table(results: list[dict], args: argparse.Namespace, path: Path) -> st
     return table
 
 
+def summary_rows(results: list[dict]) -> list[dict]:
+    """Ours over upstream per replica count, for ``benchmarks/summarize.py`` (one value: min = median)."""
+    by = {(r["implementation"], r["replicas"]): r for r in results}
+    metrics = {"CPU": lambda r: r["cpu_percent"], "hub latency p99": lambda r: r["latency_ms"]["p99"],
+               "failure detection, worst": lambda r: r["detection_s"]["max"]}  # fmt: skip
+    rows = []
+    for (impl, n), ours in by.items():
+        upstream = by.get((UPSTREAM, n))
+        if impl != OURS or upstream is None:
+            continue
+        for name, value in metrics.items():
+            quotient = value(ours) / value(upstream) if value(upstream) else math.nan
+            rows.append({"connector": "OmniCoordinator", "path": name, "payload": f"{n} replicas", "bytes": n,
+                         "size_unit": "replicas", "reference": UPSTREAM, "measure": "ours / upstream (lower is better)",
+                         "min": quotient, "median": quotient, "target": ""})  # fmt: skip
+    return rows
+
+
 def write_plot(results: list[dict], timeout: float, path: Path) -> None:
     import matplotlib
 
@@ -406,6 +424,9 @@ def main() -> int:
     (args.out / "results.json").write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()},
                                                        "results": results}, indent=2))
     print(write_table(results, args, args.out / "results.md"))
+    summary = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "load_average": os.getloadavg(),
+               "rows": summary_rows(results)}  # fmt: skip
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_plot(results, args.timeout, args.out / "coordinator.png")
     print(f"[bench] wrote {args.out}/results.json, results.md, coordinator.png")
     return 0

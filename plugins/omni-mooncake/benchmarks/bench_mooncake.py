@@ -8,16 +8,17 @@ own API call.  Raw and connector iterations alternate (which goes first alternat
 load on a shared host hits both alike.  Per payload size (1, 16, 256 MiB of uint8 tensor):
 
 * Store: a holder process owns the only segment, so writers and readers both cross TCP.  Raw reference:
-  ``put_from`` / ``get_into`` with registered buffers and known sizes.  Connector: ``put(tensor)`` and
-  ``get`` with the put metadata, as an orchestrator forwards it (it returns a tensor).
-* TransferEngine: raw reference ``transfer_sync_write`` (and ``transfer_sync_read``) between registered
-  buffers.  Connector: ``get`` with the put metadata, timed in the receiver (side-channel request, the
-  sender's write into the receiver's pool, reply), against the raw write that moves the same bytes;
-  ``put`` (the one copy into the sender's pool) is reported too.
+  ``put_from`` / ``get_into`` with registered buffers and known sizes.  Connector: ``put(tensor)``,
+  ``get`` with the put metadata, as an orchestrator forwards it, and ``get (key only)`` without it, the
+  default path of a stage (both return the tensor).
+* TransferEngine: raw references ``transfer_sync_write`` and ``transfer_sync_read`` between registered
+  buffers.  Connector: ``get`` with the put metadata, timed in the receiver (the claim sent on the side
+  channel, the receiver's read from the sender's pool, the claim's answer), against the raw write and the
+  raw read that move the same bytes; ``put`` (the one copy into the sender's pool) is reported too.
 
 The table gives two ratios (connector throughput / raw throughput): of the medians, and of the best
-times, which background load on a shared host disturbs least.  Writes ``results.json``, ``results.md``
-and ``throughput.png`` into DIR.
+times, which background load on a shared host disturbs least.  Writes ``results.json``, ``results.md``,
+``throughput.png`` and ``summary.json`` (ratios for ``benchmarks/summarize.py``) into DIR.
 """
 
 from __future__ import annotations
@@ -43,8 +44,25 @@ SIZES = {"1 MiB": 1 * MIB, "16 MiB": 16 * MIB, "256 MiB": 256 * MIB}
 REPS = {1 * MIB: (100, 20), 16 * MIB: (30, 8), 256 * MIB: (8, 3)}
 WARMUP = 2
 WORKER = Path(__file__).with_name("bench_worker.py")
+#: The store connector's get without metadata, by key alone (what a stage does by default).
+KEY_ONLY = "get (key only)"
+#: The TE receiver's side-channel round trip to its sender alone (a query), timed next to each get.
+ROUND_TRIP = "round trip"
 #: (backend, connector op, raw op it is compared with)
-PAIRS = [("store", "put", "put_from"), ("store", "get", "get_into"), ("te", "get", "write")]
+PAIRS = [
+    ("store", "put", "put_from"),
+    ("store", "get", "get_into"),
+    ("store", KEY_ONLY, "get_into"),
+    ("te", "get", "write"),
+    ("te", "get", "read"),
+]
+#: (backend, connector op, raw op, size) -> target
+TARGETS = {
+    ("store", "put", "put_from", 1 * MIB): ">= 0.9",
+    ("store", KEY_ONLY, "get_into", 1 * MIB): ">= 0.9",
+    **{("te", "get", raw, size): ">= 0.9" for size in SIZES.values() for raw in ("write", "read")},
+}
+CONNECTORS = {"store": "MooncakeStoreConnector", "te": "MooncakeTransferEngineConnector"}
 
 
 class Worker:
@@ -130,11 +148,17 @@ def run_store(master: str, reps: dict[int, int]) -> dict[tuple[str, str, int], l
                     key = f"{impl}-{nbytes}-{i}"
                     put = writer.call("put", key=key, nbytes=nbytes)
                     extra = {"verify": True} if impl == "connector" and i == 0 else {}
-                    got = reader.call("get", key=key, nbytes=nbytes, metadata=put["metadata"], **extra)
+                    timings = {ops[0]: put["seconds"]}
+                    # the connector also gets by key alone, the default path (reads do not consume); which of
+                    # its two gets reads first alternates, as the first read after a put can cost more
+                    gets = {ops[1]: put["metadata"], **({KEY_ONLY: None} if impl == "connector" else {})}
+                    for op in list(gets)[:: 1 if i % 2 else -1]:
+                        got = reader.call("get", key=key, nbytes=nbytes, metadata=gets[op], **extra)
+                        timings[op] = got["seconds"]
                     writer.call("remove", key=key)
                     if i >= WARMUP:
-                        samples.setdefault((impl, ops[0], nbytes), []).append(put["seconds"])
-                        samples.setdefault((impl, ops[1], nbytes), []).append(got["seconds"])
+                        for op, seconds in timings.items():
+                            samples.setdefault((impl, op, nbytes), []).append(seconds)
     finally:
         for writer, reader, _ in pairs.values():
             writer.close()
@@ -168,7 +192,8 @@ def run_te(reps: dict[int, int]) -> dict[tuple[str, str, int], list[float]]:
                         key = f"te-{nbytes}-{i}"
                         put = sender.call("put", key=key, nbytes=nbytes)
                         got = receiver.call("get", key=key, nbytes=nbytes, metadata=put["metadata"], verify=i == 0)
-                        timings = {"put": put["seconds"], "get": got["seconds"]}
+                        ping = receiver.call("ping", peer=sender.info)  # the side channel's round trip alone
+                        timings = {"put": put["seconds"], "get": got["seconds"], ROUND_TRIP: ping["seconds"]}
                     if i >= WARMUP:
                         for op, seconds in timings.items():
                             samples.setdefault((impl, op, nbytes), []).append(seconds)
@@ -204,11 +229,42 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             mine, raw = by.get((backend, "connector", op, nbytes)), by.get((backend, "raw", raw_op, nbytes))
             if mine and raw:
                 out.append({
-                    "backend": backend, "size": label, "connector_op": op, "raw_op": raw_op,
+                    "backend": backend, "size": label, "bytes": nbytes, "connector_op": op, "raw_op": raw_op,
                     "connector_gbps": mine["median_gbps"], "raw_gbps": raw["median_gbps"],
                     "ratio": mine["median_gbps"] / raw["median_gbps"], "ratio_min": raw["min_ms"] / mine["min_ms"],
+                    "target": TARGETS.get((backend, op, raw_op, nbytes), ""),
                 })  # fmt: skip
     return out
+
+
+def summary_rows(compared: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ratios for ``benchmarks/summarize.py``."""
+    rows = []
+    for c in compared:
+        rows.append({
+            "connector": CONNECTORS[c["backend"]], "path": c["connector_op"], "payload": f"{c['size']} uint8 tensor",
+            "bytes": c["bytes"], "reference": f"raw {c['raw_op']}", "measure": "throughput / raw throughput",
+            "min": c["ratio_min"], "median": c["ratio"], "target": c["target"],
+        })  # fmt: skip
+    return rows
+
+
+def floors(rows: list[dict[str, Any]]) -> list[str]:
+    """What a TE get cannot beat: a read plus the claim's round trip on the side channel.  With a core to
+    spare the two overlap (the get takes the longer of them); when the transfer's threads take every core
+    (2 cores: the sender's and the receiver's engine), the claim is answered after it (their sum)."""
+    by = {(r["impl"], r["op"], r["bytes"]): r for r in rows if r["backend"] == "te"}
+    lines = []
+    for label, nbytes in SIZES.items():
+        read, trip = by.get(("raw", "read", nbytes)), by.get(("connector", ROUND_TRIP, nbytes))
+        if read and trip:
+            for stat in ("min_ms", "median_ms"):
+                overlapped = read[stat] / max(read[stat], trip[stat])
+                serial = read[stat] / (read[stat] + trip[stat])
+                lines.append(f"- TE {label} ({stat[:-3]}): raw read {read[stat]:.2f} ms, side-channel round trip "
+                             f"{trip[stat]:.2f} ms: get <= {overlapped:.2f}x raw read overlapped, "
+                             f"{serial:.2f}x in turn")  # fmt: skip
+    return lines
 
 
 def markdown(rows: list[dict[str, Any]], compared: list[dict[str, Any]]) -> str:
@@ -231,10 +287,10 @@ def plot(compared: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [(b, op) for b, op, _ in PAIRS]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), sharey=False)
-    for ax, (backend, op) in zip(axes, groups, strict=True):
-        picked = [c for c in compared if c["backend"] == backend and c["connector_op"] == op]
+    groups = [(b, op, raw) for b, op, raw in PAIRS if any(c["backend"] == b for c in compared)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4), sharey=False)
+    for ax, (backend, op, raw_op) in zip(axes, groups, strict=True):
+        picked = [c for c in compared if (c["backend"], c["connector_op"], c["raw_op"]) == (backend, op, raw_op)]
         xs = range(len(picked))
         ax.bar([x - 0.2 for x in xs], [c["raw_gbps"] for c in picked], 0.4, label=f"raw {picked[0]['raw_op']}")
         ax.bar([x + 0.2 for x in xs], [c["connector_gbps"] for c in picked], 0.4, label=f"connector {op}")
@@ -253,6 +309,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--backends", nargs="+", choices=CONNECTORS, default=list(CONNECTORS), help="default: both")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MC_LOG_LEVEL", "ERROR")
@@ -260,12 +317,14 @@ def main() -> int:
     master, address = start_master()
     rows: list[dict[str, Any]] = []
     try:
-        holder = Worker("store-holder", master=address, segment=768 * MIB)
-        try:
-            rows += summarize("store", run_store(address, reps))
-        finally:
-            holder.close()
-        rows += summarize("te", run_te(reps))
+        if "store" in args.backends:
+            holder = Worker("store-holder", master=address, segment=768 * MIB)
+            try:
+                rows += summarize("store", run_store(address, reps))
+            finally:
+                holder.close()
+        if "te" in args.backends:
+            rows += summarize("te", run_te(reps))
     finally:
         master.send_signal(signal.SIGTERM)
         master.wait(30)
@@ -277,7 +336,12 @@ def main() -> int:
         "compared": compared,
     }
     (args.out / "results.json").write_text(json.dumps(result, indent=2))
+    summary = {"command": result["command"], "load_average": os.getloadavg(), "rows": summary_rows(compared)}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = markdown(rows, compared)
+    floor_lines = floors(rows)
+    if floor_lines:
+        table += "\nFloors (from this run):\n\n" + "\n".join(floor_lines) + "\n"
     (args.out / "results.md").write_text(table)
     plot(compared, args.out / "throughput.png")
     print(table)

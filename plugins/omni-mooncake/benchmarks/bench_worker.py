@@ -176,6 +176,12 @@ class ConnectorTransferEngine:
             result[0].release()
         return {"seconds": seconds, "ok": ok}
 
+    def ping(self, peer: dict[str, Any]) -> dict[str, Any]:
+        """One side-channel round trip to the sender: a get of a key it does not hold, by endpoint (one query)."""
+        endpoint = {"source_host": peer["host"], "source_port": peer["zmq_port"]}
+        seconds, result = timed(self.connector.get, "0", "1", "no-such-key", endpoint)
+        return {"seconds": seconds, "ok": result is None}
+
     def close(self) -> None:
         self.connector.close()
 

@@ -187,6 +187,39 @@ def test_results_hand_their_local_buffer_back(store: MooncakeStoreConnector) -> 
     store.cleanup(key)
 
 
+def test_gets_by_key_alone_read_with_room_for_the_last_value(
+    store: MooncakeStoreConnector, peer: ConnectorProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A get without metadata reads with room for the value read before: no size lookup while sizes repeat;
+    a bigger value is looked up, and a smaller one gives the room it did not use back to the local buffer."""
+    client = store._client
+    assert client is not None
+    lookups: list[str] = []
+    size = client.size
+    monkeypatch.setattr(client, "size", lambda key: lookups.append(key) or size(key))
+    specs = {new_key(f"room{i}"): spec for i, spec in enumerate(
+        [{"tensor_bytes": 1 * MiB, "seed": 90}, {"tensor_bytes": 1 * MiB, "seed": 91}, {"bytes": 3 * MiB, "seed": 92}]
+    )}  # fmt: skip
+    for key, spec in specs.items():
+        assert peer.put(key, spec)["ok"]
+    sizes = []
+    for key, spec in specs.items():
+        result = store.get(*EDGE, key)
+        assert result is not None and checksum(result[0]) == digest(spec)
+        sizes.append(len(lookups))
+        del result
+    assert sizes[1] == sizes[0] and sizes[2] == sizes[1] + 1, lookups  # only the bigger value was looked up
+    small, spec = new_key("room-small"), {"tensor_bytes": 64 << 10, "seed": 93}
+    assert peer.put(small, spec)["ok"]
+    before = store.health()["pool_used_bytes"]
+    result = store.get(*EDGE, small)  # read with 3 MiB of room; its tensor views the region it landed in
+    assert result is not None and checksum(result[0]) == digest(spec)
+    assert 64 << 10 <= store.health()["pool_used_bytes"] - before <= 128 << 10, "the unused room was kept"
+    del result
+    for key in (*specs, small):
+        store.cleanup(key)
+
+
 def test_health_comes_from_the_store(store: MooncakeStoreConnector) -> None:
     health = store.health()
     assert health["status"] == "healthy", health

@@ -212,8 +212,11 @@ def test_one_sender_two_receivers(
 
 
 def test_receiver_killed_mid_transfer_does_not_strand_the_buffer(
-    connectors: Callable[..., MooncakeTransferEngineConnector],
+    connectors: Callable[..., MooncakeTransferEngineConnector], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A claimed read holds the buffer past the TTL; once its lease lapses (nobody said it was delivered) the
+    TTL reclaims it."""
+    monkeypatch.setenv("MC_TRANSFER_TIMEOUT", "5")  # the engine's bound on a transfer, and so the claim's lease
     sender = connectors("sender", memory_pool_size=272 * MiB, buffer_ttl_seconds=1.0)
     victim = ConnectorProcess(NAME, te_extra("receiver", memory_pool_size=272 * MiB))
     try:
@@ -221,16 +224,16 @@ def test_receiver_killed_mid_transfer_does_not_strand_the_buffer(
         ok, _, metadata = sender.put(*EDGE, key, big_tensor(256 * MiB, 40))
         assert ok
         victim.send({"op": "get", "key": key, "metadata": metadata, "timeout": 60})
-        assert wait_for(lambda: sender.health()["in_flight"] == 1), "the pull never started"
+        assert wait_for(lambda: sender.health()["in_flight"] == 1), "the read was never claimed"
         os.kill(victim.proc.pid, signal.SIGSTOP)  # frozen mid-transfer
-        time.sleep(1.5)  # past the TTL: a buffer being written from is not reclaimed
+        time.sleep(1.5)  # past the TTL: a buffer that may be being read is not reclaimed
         health = sender.health()
         assert health["in_flight"] == 1 and health["pool_used_bytes"] >= 256 * MiB
     finally:
         victim.kill()
     assert wait_for(lambda: sender.health()["pool_used_bytes"] == 0), sender.health()
     health = sender.health()
-    assert health["failed_transfers"] == 1 and health["reclaimed_buffers"] == 1 and health["outbox_entries"] == 0
+    assert health["lapsed_claims"] == 1 and health["reclaimed_buffers"] == 1 and health["outbox_entries"] == 0
 
 
 def test_malformed_messages_and_peers_are_answered_or_refused_and_counted(
@@ -294,6 +297,39 @@ def test_zero_copy_put_of_a_pool_buffer(connectors: Callable[..., MooncakeTransf
     assert sender.health()["pool_used_bytes"] == 0
 
 
+def test_receivers_read_host_pools_and_stale_metadata_reads_nothing(
+    connectors: Callable[..., MooncakeTransferEngineConnector],
+) -> None:
+    """Full metadata names the payload's place and token: the receiver reads it itself (no pull); after the
+    key was replaced, the old metadata's claim is refused, and what that read got is dropped."""
+    sender = connectors("sender")
+    receiver = connectors("receiver")
+    key = new_key("stale")
+    old, new = big_tensor(1 * MiB, 80), big_tensor(1 * MiB, 81)
+    ok, _, stale = sender.put(*EDGE, key, old)
+    assert ok and {"source_rpc_port", "source_address", "token"} <= set(stale)
+    ok, _, fresh = sender.put(*EDGE, key, new)  # replaces the payload under the key
+    assert ok and fresh["token"] != stale["token"]
+    assert receiver.get(*EDGE, key, stale) is None
+    assert torch.equal(fetch(receiver, key, fresh), new)
+    health = sender.health()
+    assert health["bytes_transferred"] == 1 * MiB and health["failed_transfers"] == 0
+    assert health["pool_used_bytes"] == 0 and receiver.health()["pool_used_bytes"] == 0
+
+
+def test_metadata_without_a_source_is_pulled(connectors: Callable[..., MooncakeTransferEngineConnector]) -> None:
+    """A sender that names no source (a device pool, an older version) is asked to write the payload."""
+    sender = connectors("sender")
+    receiver = connectors("receiver")
+    key = new_key("pulled")
+    ok, _, metadata = sender.put(*EDGE, key, {"ids": (1, 2, 3)})
+    assert ok
+    for name in ("source_rpc_port", "source_address", "token"):
+        del metadata[name]
+    assert fetch(receiver, key, metadata) == {"ids": (1, 2, 3)}
+    assert sender.health()["pool_used_bytes"] == 0
+
+
 def test_roles_and_ports_come_from_core_resolution(mooncake_available: None) -> None:
     base = free_port()
     spec = ConnectorSpec(NAME, {"host": "127.0.0.1", "protocol": "tcp", "memory_pool_size": 8 * MiB, "zmq_port": base})
@@ -336,7 +372,7 @@ def test_ttl_reclaims_unclaimed_buffers(connectors: Callable[..., MooncakeTransf
 def test_a_killed_sender_fails_gets_within_their_deadline(
     connectors: Callable[..., MooncakeTransferEngineConnector],
 ) -> None:
-    """Pulls from a SIGKILLed sender end at the deadline (not the engine's ~40 s); their slices return later."""
+    """Gets from a SIGKILLed sender end by their deadline (not the engine's ~40 s); their slices return later."""
     receiver = connectors("receiver", quarantine_s=2.0)
     with ConnectorProcess(NAME, te_extra("sender")) as sender:
         keys = [new_key("orphan") for _ in range(2)]
@@ -355,27 +391,37 @@ def test_a_killed_sender_fails_gets_within_their_deadline(
     assert receiver.health()["pool_used_bytes"] == 0
 
 
-def test_a_pull_given_up_for_a_silent_sender_is_taken_by_the_next_get(
-    connectors: Callable[..., MooncakeTransferEngineConnector],
+SOURCE_FIELDS = ("source_rpc_port", "source_address", "token")
+
+
+@pytest.mark.parametrize("transfer", ["read", "pull"])
+def test_a_transfer_given_up_for_a_silent_sender_loses_nothing(
+    connectors: Callable[..., MooncakeTransferEngineConnector], transfer: str
 ) -> None:
-    """A frozen sender (as one cut off by a partition) is given up within about 2 s, before the deadline; once
-    it runs again it writes the pull it was sent and counts the payload delivered: the next get of the key
-    takes that payload from the slice kept for it (a new pull would be refused: nothing is lost)."""
+    """A frozen sender (as one cut off by a partition) is given up within about 2 s, before the deadline.
+    Once it runs again: a *read* given up ends in the engine and gives its slice back, the sender's claim of
+    it ends undelivered, and the next get reads the payload anew; a *pull* given up (metadata without the
+    source: the receiver asks the sender to write) is written once the sender runs and counted delivered,
+    so the next get takes that payload from the slice kept for it (a new pull would be refused)."""
     receiver = connectors("receiver", memory_pool_size=16 * MiB)
+    held = "reads_given_up" if transfer == "read" else "pending_pulls"
     with ConnectorProcess(NAME, te_extra("sender")) as sender:
         spec = {"tensor_bytes": 4 * MiB, "seed": 80}
         key = new_key("late")
         metadata = sender.put(key, spec)["metadata"]
+        if transfer == "pull":
+            metadata = {name: value for name, value in metadata.items() if name not in SOURCE_FIELDS}
         os.kill(sender.proc.pid, signal.SIGSTOP)
         try:
             start = time.monotonic()
             assert receiver.get_with_deadline(*EDGE, key, metadata, deadline=start + 30) is None
             assert time.monotonic() - start < 10, "a silent sender was waited on until the deadline"
             health = receiver.health()
-            assert health["errors"] == 1 and health["pending_pulls"] == 1 and health["quarantined_bytes"] == 4 * MiB
+            assert health["errors"] == 1 and health[held] == 1 and health["quarantined_bytes"] == 4 * MiB, health
         finally:
             os.kill(sender.proc.pid, signal.SIGCONT)
         assert checksum(fetch(receiver, key, metadata)) == digest(spec)
         assert sender.call({"op": "health"})["outbox_entries"] == 0
+    assert wait_for(lambda: receiver.health()[held] == 0), receiver.health()
     health = receiver.health()
-    assert health["pending_pulls"] == 0 and health["quarantined_bytes"] == 0 and health["pool_used_bytes"] == 0
+    assert health["quarantined_bytes"] == 0 and health["pool_used_bytes"] == 0, health

@@ -24,6 +24,10 @@ def test_requests_round_trip() -> None:
     pull = wire.Pull("k@0_1", "10.0.0.2:15001", 140_000_000, 4096, 35_000)
     assert wire.decode_request(wire.encode_request(pull)) == pull
     assert wire.decode_request(wire.encode_request(wire.Query("k@0_1"))) == wire.Query("k@0_1")
+    claim = wire.Claim("k@0_1", 2**62 + 5, "10.0.0.2:15001", 140_000_000, 4096)
+    assert wire.decode_request(wire.encode_request(claim)) == claim
+    done = wire.Done("k@0_1", 7, "10.0.0.2:15001", delivered=True)
+    assert wire.decode_request(wire.encode_request(done)) == done
 
 
 @pytest.mark.parametrize(
@@ -40,6 +44,10 @@ def test_requests_round_trip() -> None:
         msgpack.packb({"op": "pull", "key": "k", "session": "h:1", "address": 1.5, "capacity": 1, "wait_ms": 1}),
         msgpack.packb({"op": "pull", "key": "k", "session": "h:1", "address": True, "capacity": 1, "wait_ms": 1}),
         msgpack.packb({"op": "drop_tables", "key": "k"}),
+        msgpack.packb({"op": "claim", "key": "k", "token": -1, "session": "h:1", "address": 1, "size": 1}),
+        msgpack.packb({"op": "claim", "key": "k", "token": 1, "session": "h:1", "address": 1}),
+        msgpack.packb({"op": "done", "key": "k", "token": 1, "session": "h:1", "delivered": 1}),
+        msgpack.packb({"op": "done", "key": "k", "token": 1, "session": "nohost", "delivered": True}),
         msgpack.packb({1: "int key"}),
         msgpack.packb({"op": "query", "key": ["x"] * 100}),
         msgpack.packb({"op": "query", "key": "k" * (wire.MAX_KEY_CHARS + 1)}),
@@ -109,6 +117,68 @@ def test_retiring_during_a_pull_frees_when_the_pull_ends(pool: tuple[BufferAlloc
     outbox.end_pull(first, "a", delivered=True)
     assert first.buffer.released
     assert outbox.discard(lambda e: True) == 1 and pool[0].used_bytes == 0
+
+
+def claim_of(item: OutboundEntry, receiver: str, **changes: Any) -> wire.Claim:
+    fields = {"key": item.key, "token": item.token, "session": receiver, "address": item.buffer.data_ptr,
+              "size": item.size, **changes}  # fmt: skip
+    return wire.Claim(**fields)
+
+
+def test_a_claim_must_name_the_payload_exactly(pool: tuple[BufferAllocator, torch.Tensor]) -> None:
+    outbox = Outbox(readers=1, ttl_s=0, on_reclaim=lambda n: None)
+    item = entry(pool, "k@0_1")
+    outbox.add(item)
+    for wrong in ({"token": item.token ^ 1}, {"address": item.buffer.data_ptr + 64}, {"size": 1}, {"key": "x@0_1"}):
+        assert outbox.claim(claim_of(item, "h:1", **wrong), lambda n: 10.0) == wire.NOT_FOUND, wrong
+    leases: list[int] = []
+    assert outbox.claim(claim_of(item, "h:1"), lambda n: leases.append(n) or 10.0) is item
+    assert leases == [item.size] and outbox.stats()["in_flight"] == 1
+    assert outbox.claim(claim_of(item, "h:2"), lambda n: 10.0) == wire.IN_PROGRESS  # one reader: taken
+    assert outbox.finish_claim(item.key, item.token, "h:1", delivered=True) is item
+    assert item.buffer.released and outbox.claims_end is None
+    assert outbox.finish_claim(item.key, item.token, "h:1", delivered=True) is None  # only once
+
+
+def test_a_failed_read_may_be_retried_and_a_lapsed_claim_leaves_the_payload(
+    pool: tuple[BufferAllocator, torch.Tensor],
+) -> None:
+    """A receiver cut off before it said ``done`` may not have the payload: it stays for the next read."""
+    lapsed: list[int] = []
+    outbox = Outbox(readers=1, ttl_s=0, on_reclaim=lambda n: None, on_lapsed_claims=lapsed.append)
+    item = entry(pool, "k@0_1")
+    outbox.add(item)
+    assert outbox.claim(claim_of(item, "h:1"), lambda n: 10.0) is item
+    outbox.finish_claim(item.key, item.token, "h:1", delivered=False)
+    assert not item.buffer.released, "a read that failed leaves the payload for a retry"
+    assert outbox.claim(claim_of(item, "h:1"), lambda n: 0.0) is item
+    end = outbox.claims_end
+    assert end is not None and outbox.lapse_claims(now=end) == 1 and lapsed == [1]
+    assert not item.buffer.released and outbox.claims_end is None
+    assert outbox.claim(claim_of(item, "h:2"), lambda n: 10.0) is item  # read again
+    assert outbox.finish_claim(item.key, item.token, "h:2", delivered=True) is item and item.buffer.released
+
+
+def test_claims_and_pulls_share_the_readers(pool: tuple[BufferAllocator, torch.Tensor]) -> None:
+    outbox = Outbox(readers=2, ttl_s=0, on_reclaim=lambda n: None)
+    item = entry(pool, "k@0_1")
+    outbox.add(item)
+    assert outbox.begin_pull(item.key, "a") is item
+    assert outbox.claim(claim_of(item, "b"), lambda n: 10.0) is item
+    assert outbox.begin_pull(item.key, "c") == wire.IN_PROGRESS  # both readers are served or being served
+    outbox.end_pull(item, "a", delivered=True)
+    outbox.finish_claim(item.key, item.token, "b", delivered=True)
+    assert item.buffer.released
+
+
+def test_retiring_during_a_claim_frees_when_the_claim_ends(pool: tuple[BufferAllocator, torch.Tensor]) -> None:
+    outbox = Outbox(readers=1, ttl_s=0, on_reclaim=lambda n: None)
+    item = entry(pool, "k@0_1")
+    outbox.add(item)
+    assert outbox.claim(claim_of(item, "a"), lambda n: 10.0) is item
+    assert outbox.discard(lambda e: True) == 1 and not item.buffer.released  # cleanup while being read
+    outbox.finish_claim(item.key, item.token, "a", delivered=False)
+    assert item.buffer.released and pool[0].used_bytes == 0
 
 
 # -- raw layouts -------------------------------------------------------------------------------------

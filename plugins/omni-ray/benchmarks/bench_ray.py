@@ -11,7 +11,8 @@ actor on node B.  Each transfer is timed by the driver from the producer's call 
 Two rows per size: the consumer keeps a read-only view (raw ``ray.get``; ``zero_copy: true``) or gets an
 array of its own (raw ``ray.get`` + copy; the default).  Raw and connector transfers alternate rep by rep,
 so machine noise hits both alike.  ``ratio`` = raw time / connector time (1.0 = no overhead; target >= 0.9),
-of the minimum and of the median.  Writes results.json, results.md and results.png into DIR.
+of the minimum and of the median.  Writes results.json, results.md, results.png and summary.json (for
+benchmarks/summarize.py) into DIR.
 """
 
 from __future__ import annotations
@@ -238,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     results = [{**asdict(r), **r.stats()} for r in rows]
     (args.out / "results.json").write_text(json.dumps({"environment": environment, "rows": results}, indent=2))
+    summary = [
+        {"connector": "RayConnector", "path": f"put + get across nodes, consumer keeps {r.consumer_keeps}",
+         "payload": r.size, "bytes": int(r.size.split()[0]) * 2**20, "reference": "raw ray.put / ray.get",
+         "measure": "raw time / connector time", "min": r.stats()["ratio_min"], "median": r.stats()["ratio_median"],
+         "target": ">= 0.9"}
+        for r in rows
+    ]  # fmt: skip
+    command = " ".join(["bench_ray.py", *(argv if argv is not None else sys.argv[1:])])
+    (args.out / "summary.json").write_text(json.dumps({"command": command, "rows": summary}, indent=2))
     return 0
 
 

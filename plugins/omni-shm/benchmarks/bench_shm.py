@@ -2,12 +2,16 @@
 
     python bench_shm.py --out DIR [--quick]
 
-The parent process is the producer; each (connector, payload) pair gets a fresh consumer process.  One
-repetition is timed from just before ``put`` in the producer to ``get`` returning the object in the consumer;
-the key and metadata travel over a pipe, as an orchestrator would send them.  Both sides take
-``time.perf_counter()`` (CLOCK_MONOTONIC, shared by all processes of the host).  References measured in the
-same run: ``memcpy`` (numpy copy of the same number of bytes between two pre-faulted buffers: the floor of
-any transfer) and ``handoff`` (the pipe round trip alone: the floor of any small message).
+The parent process is the producer; per payload, every connector gets a consumer process of its own, and
+the repetitions are interleaved: one put -> get round per connector in turn (the order rotates), so
+background load on a shared host hits all of them alike.  One repetition is timed from just before
+``put`` in the producer to ``get`` returning the object in the consumer; the key travels over a pipe, as
+an orchestrator would send it, and the consumer gets by key alone (``metadata=None``).  Both connectors
+run their default configuration (omni-shm: copy mode; ``omni-shm-zero-copy`` sets ``zero_copy``).  Both
+sides take ``time.perf_counter()`` (CLOCK_MONOTONIC, shared by all processes of the host).  References
+measured in the same rounds: ``memcpy`` (numpy copy of the same number of bytes between two pre-faulted
+buffers, in the producer: the ceiling of any copy) and ``handoff`` (the pipe round trip alone, through a
+consumer that gets nothing: the floor of any message).
 
 Both processes run torch with one intra-op thread (``--threads``): on a host with few cores the OpenMP
 workers of one process spin-wait after each copy and starve the other process (1 MiB took 2-4 ms instead of
@@ -15,7 +19,7 @@ workers of one process spin-wait after each copy and starve the other process (1
 
 vllm-omni is installed on first use with ``pip install --no-deps vllm-omni==0.30.0`` and its connector
 module is imported with the minimum stubbed (see ``load_vllm_omni_connector``).  Writes ``results.json``,
-``results.md`` and ``bandwidth.png`` into DIR.
+``results.md``, ``bandwidth.png`` and ``summary.json`` (ratios for ``benchmarks/summarize.py``) into DIR.
 """
 
 from __future__ import annotations
@@ -44,9 +48,22 @@ CASES = {
     "dict_16m": (60, 10),
     "tensor_64m": (30, 8),
 }
-#: omni-shm-thp: copy mode with the consumer's torch allocating through transparent huge pages
-#: (``THP_MEM_ALLOC_ENABLE=1``), to show what a large copy costs in page faults.
-CONNECTORS = ("omni-shm", "omni-shm-zero-copy", "omni-shm-thp", "vllm-omni")
+CONNECTORS = ("omni-shm", "omni-shm-zero-copy", "vllm-omni")
+#: payload name -> label in the summary
+LABELS = {
+    "dict_1k": "1 KiB request dict",
+    "tensor_1m": "1 MiB float16 tensor",
+    "dict_16m": "dict with a 16 MiB tensor",
+    "tensor_64m": "64 MiB float16 tensor",
+}
+#: (connector, reference, payload) -> target, as in the issue that set them
+TARGETS = {
+    ("omni-shm", "memcpy", "tensor_1m"): ">= 0.5",
+    ("omni-shm", "memcpy", "tensor_64m"): ">= 0.6",
+    ("omni-shm", "vllm-omni", "dict_1k"): "<= 0.2",
+}
+#: reference -> what the summary's ratio against it is
+MEASURES = {"memcpy": "bandwidth / memcpy bandwidth", "vllm-omni": "time / vllm-omni time"}
 WARMUP = 3
 
 
@@ -55,11 +72,9 @@ def make_payload(case: str) -> Any:
     import torch
 
     if case == "dict_1k":
-        return {
-            "engine_inputs": {"prompt_token_ids": list(range(1000, 1150)), "prompt": "Describe the picture. " * 4},
-            "sampling_params": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512, "stop": ["</s>"]},
-            "metadata": {"stage_transition": "0->1", "timestamp": 1700000000.0, "request_id": "req-0123456789"},
-        }
+        from omni_core.samples import request_dict
+
+        return request_dict()
     if case == "tensor_1m":
         return torch.arange(MIB // 2, dtype=torch.float16)
     if case == "tensor_64m":
@@ -140,13 +155,13 @@ def make_connector(kind: str) -> Any:
         return load_vllm_omni_connector()({})
     from omni_core import ConnectorSpec, OmniConnectorFactory
 
-    extra = {"namespace": "bench", "zero_copy": kind == "omni-shm-zero-copy", "keep_idle_bytes": 1 << 30}
+    extra = {"namespace": "bench", "zero_copy": True} if kind == "omni-shm-zero-copy" else {"namespace": "bench"}
     return OmniConnectorFactory.create_connector(ConnectorSpec("SharedMemoryConnector", extra))
 
 
-# -- the two processes ----------------------------------------------------------------------------------
+# -- the processes -------------------------------------------------------------------------------------
 def consume(kind: str, case: str) -> None:
-    """Consumer process: get every key announced on stdin, time it, acknowledge on stdout."""
+    """Consumer process: get every key announced on stdin by key alone, time it, acknowledge on stdout."""
     connector = None if kind == "handoff" else make_connector(kind)
     expected = make_payload(case)
     latencies: list[float] = []
@@ -157,7 +172,7 @@ def consume(kind: str, case: str) -> None:
         if message.get("done"):
             break
         if connector is not None:
-            result = connector.get("0", "1", message["key"], message["meta"])
+            result = connector.get("0", "1", message["key"], None)
             received = time.perf_counter()
             ok = ok and result is not None and (len(latencies) > 0 or same_payload(expected, result[0]))
             del result  # zero-copy views are released here, before the producer may reuse the region
@@ -170,56 +185,67 @@ def consume(kind: str, case: str) -> None:
     print(json.dumps({"latencies": latencies, "ok": ok}), flush=True)
 
 
-def produce(kind: str, case: str, reps: int) -> dict[str, Any]:
-    """Producer (this process): put, announce, wait for the ack; return the consumer's timings."""
-    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"} if kind == "omni-shm-thp" else None
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--consume", kind, case],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env,
-    )  # fmt: skip
-    assert child.stdin is not None and child.stdout is not None
-    if child.stdout.readline().strip() != "ready":
-        raise RuntimeError(f"consumer for {kind}/{case} did not start")
-    connector = None if kind == "handoff" else make_connector(kind)
-    payload = make_payload(case)
-    try:
-        for i in range(reps + WARMUP):
-            key = f"bench-{case}-{os.getpid()}-{i}"
-            t0 = time.perf_counter()
-            meta = None
-            if connector is not None:
-                ok, _, meta = connector.put("0", "1", key, payload)
-                assert ok, f"{kind} put failed"
-            child.stdin.write(json.dumps({"key": key, "meta": meta, "t0": t0}) + "\n")
-            child.stdin.flush()
-            if child.stdout.readline().strip() != "ack":
-                raise RuntimeError(f"consumer for {kind}/{case} stopped")
-        child.stdin.write(json.dumps({"done": True}) + "\n")
-        child.stdin.flush()
-        report = json.loads(child.stdout.readline())
-    finally:
-        if connector is not None:
-            connector.close()
-        child.stdin.close()
-        child.wait()
-    return {"latencies": report["latencies"][WARMUP:], "ok": report["ok"]}
+class Consumer:
+    """A consumer process for one connector and payload, and the producer's connector feeding it."""
+
+    def __init__(self, kind: str, case: str) -> None:
+        self.kind = kind
+        self.child = subprocess.Popen(
+            [sys.executable, __file__, "--consume", kind, case],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )  # fmt: skip
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.stdin, self.stdout = self.child.stdin, self.child.stdout
+        if self.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"consumer for {kind}/{case} did not start")
+        self.connector = None if kind == "handoff" else make_connector(kind)
+
+    def round_trip(self, key: str, payload: Any) -> None:
+        """Put (timed from here by the consumer), announce the key, wait for the consumer's get."""
+        t0 = time.perf_counter()
+        if self.connector is not None:
+            ok, _, _ = self.connector.put("0", "1", key, payload)
+            assert ok, f"{self.kind} put failed"
+        self.stdin.write(json.dumps({"key": key, "t0": t0}) + "\n")
+        self.stdin.flush()
+        if self.stdout.readline().strip() != "ack":
+            raise RuntimeError(f"consumer for {self.kind} stopped")
+
+    def finish(self) -> dict[str, Any]:
+        try:
+            self.stdin.write(json.dumps({"done": True}) + "\n")
+            self.stdin.flush()
+            report = json.loads(self.stdout.readline())
+        finally:
+            if self.connector is not None:
+                self.connector.close()
+            self.stdin.close()
+            self.child.wait()
+        return {"latencies": report["latencies"][WARMUP:], "ok": report["ok"]}
 
 
-def memcpy_seconds(nbytes: int, reps: int) -> list[float]:
-    """numpy copy of ``nbytes`` between two pre-faulted buffers."""
+def run_case(case: str, reps: int, kinds: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]], list[float]]:
+    """Interleaved rounds of every connector (and the pipe alone), plus one memcpy per round."""
     import numpy as np
 
-    src = np.ones(nbytes, dtype=np.uint8)
-    dst = np.zeros(nbytes, dtype=np.uint8)
-    times = []
-    for _ in range(reps + WARMUP):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        times.append(time.perf_counter() - t0)
-    return times[WARMUP:]
+    payload = make_payload(case)
+    nbytes = payload_bytes(payload)
+    src, dst = np.ones(nbytes, dtype=np.uint8), np.zeros(nbytes, dtype=np.uint8)
+    consumers = [Consumer(kind, case) for kind in kinds]
+    memcpy: list[float] = []
+    try:
+        for i in range(reps + WARMUP):
+            for consumer in consumers[i % len(consumers) :] + consumers[: i % len(consumers)]:
+                consumer.round_trip(f"bench-{case}-{os.getpid()}-{i}", payload)
+            t0 = time.perf_counter()
+            np.copyto(dst, src)
+            memcpy.append(time.perf_counter() - t0)
+    finally:
+        results = {consumer.kind: consumer.finish() for consumer in consumers}
+    return results, memcpy[WARMUP:]
 
 
-def small_payload_floor(reps: int) -> dict[str, float]:
+def small_payload_steps(reps: int) -> dict[str, float]:
     """Median microseconds of what any key-addressed shared-memory hand-off of the 1 KiB dict must do.
 
     Measured in one warm process: the serializer's encode + decode, and the five system calls an omni-shm
@@ -285,31 +311,68 @@ def summarize(connector: str, case: str, nbytes: int, seconds: list[float], ok: 
     }  # fmt: skip
 
 
-def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ratios for ``benchmarks/summarize.py``: each connector against memcpy and against vllm-omni."""
     by = {(r["connector"], r["case"]): r for r in rows}
-    out: dict[str, Any] = {}
-    memcpy = by.get(("memcpy", "tensor_64m"))
-    for kind in ("omni-shm", "omni-shm-zero-copy", "omni-shm-thp"):
-        row = by.get((kind, "tensor_64m"))
-        if row and memcpy:
-            ratio = row["median_gbps"] / memcpy["median_gbps"]
-            out[f"{kind} 64 MiB bandwidth / memcpy (target >= 0.5)"] = round(ratio, 3)
-        small, upstream = by.get((kind, "dict_1k")), by.get(("vllm-omni", "dict_1k"))
-        if small and upstream:
-            ratio = small["median_ms"] / upstream["median_ms"]
-            out[f"{kind} 1 KiB median / vllm-omni's (target <= 0.2)"] = round(ratio, 3)
+    out = []
+    for kind in ("omni-shm", "omni-shm-zero-copy"):
+        path = "zero-copy" if kind == "omni-shm-zero-copy" else "copy (default)"
+        for case in CASES:
+            mine = by[(kind, case)]
+            for reference, measure in MEASURES.items():
+                ref = by[(reference, case)]
+                faster = reference == "memcpy"  # a bandwidth ratio: reference time over ours
+                out.append({
+                    "connector": "SharedMemoryConnector", "path": path, "payload": LABELS[case], "bytes": mine["bytes"],
+                    "reference": "memcpy" if faster else "vllm-omni 0.30.0", "measure": measure,
+                    "min": ref["min_ms"] / mine["min_ms"] if faster else mine["min_ms"] / ref["min_ms"],
+                    "median": ref["median_ms"] / mine["median_ms"] if faster else mine["median_ms"] / ref["median_ms"],
+                    "target": TARGETS.get((kind, reference, case), ""),
+                })  # fmt: skip
     return out
 
 
-def write_report(out: Path, rows: list[dict[str, Any]], floor: dict[str, float], command: str) -> None:
+def floors(rows: list[dict[str, Any]], steps_us: dict[str, float]) -> list[str]:
+    """What no implementation of this hand-off can beat, from the references measured in this run.
+
+    Copy mode moves each payload twice (into shared memory at ``put``, out of it at ``get``) and every
+    message pays the pipe hand-off: its ratio to memcpy is at most memcpy / (hand-off + 2 memcpy); a
+    zero-copy get saves one copy.  A 1 KiB message also pays the serializer and the system calls that
+    publish and claim it.
+    """
+    by = {(r["connector"], r["case"]): r for r in rows}
+    lines = []
+    for case in CASES:
+        handoff, memcpy = by[("handoff (pipe only)", case)]["median_ms"], by[("memcpy", case)]["median_ms"]
+        lines.append(
+            f"- {LABELS[case]}: copy mode <= {memcpy / (handoff + 2 * memcpy):.2f}x memcpy, zero-copy <= "
+            f"{memcpy / (handoff + memcpy):.2f}x (hand-off {handoff:.3f} ms, memcpy {memcpy:.3f} ms, medians)"
+        )
+    handoff = by[("handoff (pipe only)", "dict_1k")]["median_ms"] * 1e3
+    floor_us = handoff + steps_us["serializer encode + decode"] + steps_us["5 system calls"]
+    upstream_us = by[("vllm-omni", "dict_1k")]["median_ms"] * 1e3
+    lines.append(
+        f"- 1 KiB request dict: hand-off {handoff:.1f} + serializer {steps_us['serializer encode + decode']:.1f} + "
+        f"system calls {steps_us['5 system calls']:.1f} = {floor_us:.1f} µs, {floor_us / upstream_us:.2f}x "
+        f"vllm-omni's {upstream_us:.1f} µs (medians)"
+    )
+    return lines
+
+
+def write_report(out: Path, rows: list[dict[str, Any]], steps_us: dict[str, float], command: str) -> None:
+    summary = summary_rows(rows)
+    floor_lines = floors(rows, steps_us)
     result = {
         "command": command,
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "rows": rows,
-        "targets": targets(rows),
-        "small_payload_floor_us": floor,
+        "small_payload_steps_us": steps_us,
+        "floors": floor_lines,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "summary.json").write_text(
+        json.dumps({"command": command, "load_average": os.getloadavg(), "rows": summary}, indent=2) + "\n"
+    )
     lines = [
         "| payload | bytes | connector | reps | min ms | median ms | median GB/s |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
@@ -320,9 +383,14 @@ def write_report(out: Path, rows: list[dict[str, Any]], floor: dict[str, float],
             f"| {r['case']} | {r['bytes']} | {r['connector']}{flag} | {r['reps']} | {r['min_ms']:.3f} | "
             f"{r['median_ms']:.3f} | {r['median_gbps']:.2f} |"
         )
-    lines += ["", *(f"- {name}: **{value}**" for name, value in result["targets"].items())]
-    lines += ["", "1 KiB dict, median µs of the unavoidable steps (one warm process):", ""]
-    lines += [f"- {name}: {value}" for name, value in floor.items()]
+    lines += ["", "| connector | payload | reference | ratio of best times | ratio of medians | target |"]
+    lines += ["| --- | --- | --- | ---: | ---: | --- |"]
+    for r in summary:
+        lines.append(f"| {r['path']} | {r['payload']} | {r['reference']} ({r['measure']}) | {r['min']:.3f} | "
+                     f"{r['median']:.3f} | {r['target']} |")  # fmt: skip
+    lines += ["", "1 KiB request dict, median µs of the unavoidable steps (one warm process):", ""]
+    lines += [f"- {name}: {value}" for name, value in steps_us.items()]
+    lines += ["", "Floors (from this run's references):", "", *floor_lines]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     plot(out / "bandwidth.png", rows)
 
@@ -352,7 +420,7 @@ def plot(path: Path, rows: list[dict[str, Any]]) -> None:
 def main() -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # vllm-omni's resource tracker warns per consumed segment
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, help="directory for results.json, results.md and bandwidth.png")
+    parser.add_argument("--out", type=Path, help="directory for results.json, results.md, bandwidth.png, summary.json")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process (default 1)")
     parser.add_argument("--consume", nargs=2, metavar=("CONNECTOR", "CASE"), help=argparse.SUPPRESS)
@@ -372,16 +440,14 @@ def main() -> int:
     for case, (reps, quick_reps) in CASES.items():
         reps = quick_reps if args.quick else reps
         nbytes = payload_bytes(make_payload(case))
-        rows.append(summarize("memcpy", case, nbytes, memcpy_seconds(nbytes, reps)))
-        if case == "dict_1k":
-            handoff = produce("handoff", case, reps)
-            rows.append(summarize("handoff (pipe only)", case, nbytes, handoff["latencies"]))
-        for kind in CONNECTORS:
-            run = produce(kind, case, reps)
-            rows.append(summarize(kind, case, nbytes, run["latencies"], run["ok"]))
-            print(f"{case:>10} {kind:>20}: median {rows[-1]['median_ms']:.3f} ms", flush=True)
-    floor = small_payload_floor(CASES["dict_1k"][1 if args.quick else 0])
-    write_report(args.out, rows, floor, " ".join([Path(sys.executable).name, *sys.argv]))
+        results, memcpy = run_case(case, reps, ("handoff", *CONNECTORS))
+        rows.append(summarize("memcpy", case, nbytes, memcpy))
+        for kind, run in results.items():
+            name = "handoff (pipe only)" if kind == "handoff" else kind
+            rows.append(summarize(name, case, nbytes, run["latencies"], run["ok"]))
+            print(f"{case:>10} {name:>20}: median {rows[-1]['median_ms']:.3f} ms", flush=True)
+    steps_us = small_payload_steps(CASES["dict_1k"][1 if args.quick else 0])
+    write_report(args.out, rows, steps_us, " ".join([Path(sys.executable).name, *sys.argv]))
     print((args.out / "results.md").read_text())
     return 0 if all(r["ok"] for r in rows) else 1
 

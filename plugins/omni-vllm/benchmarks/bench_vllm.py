@@ -21,7 +21,8 @@ load from other work on the machine falls on all of them alike.  TTFT is the wal
 SETTLE_S of quiet: vLLM's workers busy-poll their input queue for a second after each step
 (``SpinCondition`` in shm_broadcast), and on two cores an engine that has just run slows the next one
 several times over (a decode right after its prefill took 350-900 ms instead of 70-130 ms).  Writes
-``results.json`` and ``results.md`` into DIR; ratios are of medians (and of minima) of the same run.
+``results.json``, ``results.md`` and ``summary.json`` (for benchmarks/summarize.py) into DIR; ratios are of
+medians (and of minima) of the same run.
 """
 
 from __future__ import annotations
@@ -214,6 +215,15 @@ def main() -> int:
             "command": " ".join(sys.argv)}  # fmt: skip
     summary = summarize(result, lengths)
     (args.out / "results.json").write_text(json.dumps({"meta": meta, **summary, **result}, indent=1))
+    rows = [
+        {"connector": "OmniKVConnector", "path": f"decode TTFT, KV over {label.removeprefix('omni-')}",
+         "payload": f"{row['tokens']} prompt tokens", "bytes": row["tokens"], "size_unit": "prompt tokens",
+         "reference": ref, "measure": "connector TTFT / reference TTFT (lower is better)",
+         **row[f"{label}/{ref}"]}
+        for row in summary["rows"] for label in ("omni-shm", "omni-te") for ref in ("recompute", "example-disk")
+        if f"{label}/{ref}" in row
+    ]  # fmt: skip
+    (args.out / "summary.json").write_text(json.dumps({"command": meta["command"], "rows": rows}, indent=1))
     table = markdown(summary, meta)
     (args.out / "results.md").write_text(table)
     print(table)

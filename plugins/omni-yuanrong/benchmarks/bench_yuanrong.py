@@ -6,7 +6,8 @@ Each row pairs a connector operation with the raw KVClient call doing the same
 work (write a 1 MiB / 64 MiB tensor, read it back into a fresh tensor, or map it
 without a copy), interleaved rep by rep so machine noise hits both alike.
 ``ratio`` = raw time / connector time: 1.0 means no overhead, the target is >= 0.9.
-Writes results.json, results.md and results.png into DIR.
+Writes results.json, results.md, results.png and summary.json (ratios for
+``benchmarks/summarize.py``) into DIR.
 """
 
 from __future__ import annotations
@@ -183,6 +184,28 @@ def measure(worker: LocalDatasystemWorker, nbytes: int, reps: int) -> list[Row]:
     ]
 
 
+#: (operation, raw call) -> target at every size
+TARGETS = {("write", "KVClient.set"): ">= 0.9", ("read into a new tensor", "KVClient.get_buffers_copy"): ">= 0.9"}
+
+
+def summary_rows(rows: list[Row]) -> list[dict[str, Any]]:
+    """The ratios for ``benchmarks/summarize.py``."""
+    return [
+        {
+            "connector": "YuanrongConnector",
+            "path": f"{r.connector_call.removeprefix('connector.')} ({r.operation})",
+            "payload": f"{r.size} uint8 tensor",
+            "bytes": int(r.size.split()[0]) * MIB,
+            "reference": r.raw_call,
+            "measure": "raw time / connector time",
+            "min": r.ratio_min,
+            "median": r.ratio_median,
+            "target": TARGETS.get((r.operation, r.raw_call), ""),
+        }
+        for r in rows
+    ]
+
+
 def markdown(rows: list[Row]) -> str:
     lines = [
         "| size | operation | connector | raw KVClient | connector min / median ms | raw min / median ms "
@@ -229,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory for results.json, results.md, results.png")
     parser.add_argument("--reps-small", type=int, default=100, help="repetitions at 1 MiB")
     parser.add_argument("--reps-large", type=int, default=20, help="repetitions at 64 MiB")
+    parser.add_argument("--quick", action="store_true", help="20 and 5 repetitions")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.reps_small, args.reps_large = 20, 5
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="omni-yuanrong-bench-logs-") as logs:
         os.environ.setdefault("DATASYSTEM_CLIENT_LOG_DIR", logs)  # keep client logs out of ~/.datasystem
@@ -247,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     results = [{**asdict(r), "ratio_min": r.ratio_min, "ratio_median": r.ratio_median} for r in rows]
     (args.out / "results.json").write_text(json.dumps({"environment": environment, "rows": results}, indent=2))
+    summary = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "load_average": os.getloadavg(),
+               "rows": summary_rows(rows)}  # fmt: skip
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(rows, args.out / "results.png")
     print(table)
     return 0

@@ -19,11 +19,15 @@ ALIGNMENT = 4096
 
 
 class _Region:
-    """Owner of one pool range: arrays built on it keep it alive, and its death frees the range."""
+    """Owner of one pool range: arrays built on it keep it alive, and its death frees the range.
 
-    def __init__(self, view: np.ndarray) -> None:
+    ``extent`` is ``[offset, size]`` of the range it holds (``shrink`` gives its tail back early).
+    """
+
+    def __init__(self, view: np.ndarray, extent: list[int]) -> None:
         self.__array_interface__ = view.__array_interface__
         self._view = view
+        self.extent = extent
 
 
 class LocalBufferPool:
@@ -46,10 +50,26 @@ class LocalBufferPool:
             except MemoryError:
                 pass
             else:
-                owner = _Region(self._memory[offset : offset + size])
-                weakref.finalize(owner, self._allocator.free, offset, size)
+                extent = [offset, size]
+                owner = _Region(self._memory[offset : offset + size], extent)
+                weakref.finalize(owner, self._free, extent)
                 return np.asarray(owner), True
         return np.empty(size, dtype=np.uint8), False
+
+    def shrink(self, region: np.ndarray, size: int) -> np.ndarray:
+        """The first ``size`` bytes of a fresh ``region`` (nothing else may view it); the rest goes back now."""
+        owner = region.base
+        if self._allocator is not None and isinstance(owner, _Region):
+            offset, held = owner.extent
+            keep = max(ALIGNMENT, -(-size // ALIGNMENT) * ALIGNMENT)
+            if keep < held:
+                self._allocator.free(offset + keep, held - keep)
+                owner.extent[1] = keep
+        return region[:size]
+
+    def _free(self, extent: list[int]) -> None:
+        assert self._allocator is not None
+        self._allocator.free(*extent)
 
     @property
     def used_bytes(self) -> int:

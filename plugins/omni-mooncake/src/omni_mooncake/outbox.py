@@ -1,12 +1,16 @@
 """The sender's table of payloads waiting for their receivers.
 
-An entry is handed to at most ``readers`` distinct receivers (one pull each), then freed.  A buffer is
-never freed while a pull is writing from it: retiring an entry that is being pulled (cleanup, a new put
-of the same key, the TTL, close) only marks it, and the last pull to finish frees it.
+An entry is handed to at most ``readers`` distinct receivers (one pull or claimed read each), then freed.
+A buffer is never freed while a pull is writing from it or a claimed read may be reading it: retiring an
+entry that is being transferred (cleanup, a new put of the same key, the TTL, close) only marks it, and
+the last transfer to finish frees it.  A claim ends when its receiver says it is done, or at the end of
+its lease; a lease that runs out does not count as a delivery (the receiver was cut off or died before it
+said so): the payload stays for another read until the TTL, so nothing acknowledged is lost.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -30,18 +34,27 @@ class OutboundEntry:
     layout: RawLayout | None  #: None for a serialized object
     created: float = field(default_factory=time.monotonic)
     served: set[str] = field(default_factory=set)
-    pulling: set[str] = field(default_factory=set)
+    pulling: set[str] = field(default_factory=set)  #: receivers pulling or reading it right now
     retired: bool = False
+    token: int = field(default_factory=lambda: secrets.randbits(63))  #: names this put in claims
 
 
 class Outbox:
     """Thread-safe ``key -> OutboundEntry`` table with per-receiver bookkeeping and TTL reclaim."""
 
-    def __init__(self, readers: int, ttl_s: float, on_reclaim: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        readers: int,
+        ttl_s: float,
+        on_reclaim: Callable[[int], None],
+        on_lapsed_claims: Callable[[int], None] = lambda n: None,
+    ) -> None:
         self._readers = readers
         self._ttl_s = ttl_s
         self._on_reclaim = on_reclaim
+        self._on_lapsed_claims = on_lapsed_claims
         self._entries: dict[str, OutboundEntry] = {}
+        self._claims: dict[tuple[str, int, str], tuple[OutboundEntry, float]] = {}  # -> (entry, lease end)
         self._lock = threading.Lock()
 
     def add(self, entry: OutboundEntry) -> None:
@@ -60,14 +73,62 @@ class Outbox:
         """Claim ``key`` for one pull by ``receiver``; an error code if it may not pull it now."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
+            return wire.NOT_FOUND if entry is None else self._begin(entry, receiver)
+
+    def claim(self, request: wire.Claim, lease_s: Callable[[int], float]) -> OutboundEntry | str:
+        """Let a receiver read the payload itself for ``lease_s(size)`` seconds; an error code if it may not.
+
+        The claim must name the payload exactly (key, token, address, size), else it is not found.
+        """
+        key, token, receiver = request.key, request.token, request.session
+        with self._lock:
+            entry = self._entries.get(key)
+            named = entry is not None and (entry.token, entry.buffer.data_ptr, entry.size) == (
+                token, request.address, request.size
+            )  # fmt: skip
+            if entry is None or not named:
                 return wire.NOT_FOUND
-            if receiver in entry.served:
-                return wire.ALREADY_DELIVERED
-            if receiver in entry.pulling:
-                return wire.IN_PROGRESS
-            entry.pulling.add(receiver)
-            return entry
+            claimed = self._begin(entry, receiver)
+            if claimed is entry:
+                self._claims[(key, token, receiver)] = (entry, time.monotonic() + lease_s(entry.size))
+            return claimed
+
+    def finish_claim(self, key: str, token: int, receiver: str, delivered: bool) -> OutboundEntry | None:
+        """End ``receiver``'s claim of ``token`` (None if there is none, e.g. its lease ran out)."""
+        with self._lock:
+            found = self._claims.pop((key, token, receiver), None)
+        if found is None:
+            return None
+        self.end_pull(found[0], receiver, delivered)
+        return found[0]
+
+    def lapse_claims(self, now: float | None = None) -> int:
+        """End the claims whose lease ran out, as transfers that did not deliver; return how many."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            lapsed = [(claim, entry) for claim, (entry, end) in self._claims.items() if end <= now]
+            for claim, _ in lapsed:
+                del self._claims[claim]
+        for (_, _, receiver), entry in lapsed:
+            self.end_pull(entry, receiver, delivered=False)
+        if lapsed:
+            self._on_lapsed_claims(len(lapsed))
+        return len(lapsed)
+
+    @property
+    def claims_end(self) -> float | None:
+        """When the last open claim's lease runs out (``time.monotonic()``), None without claims."""
+        with self._lock:
+            return max((end for _, end in self._claims.values()), default=None)
+
+    def _begin(self, entry: OutboundEntry, receiver: str) -> OutboundEntry | str:
+        """Start one transfer of ``entry`` to ``receiver`` (lock held): at most ``readers`` receivers in all."""
+        if receiver in entry.served:
+            return wire.ALREADY_DELIVERED
+        if receiver in entry.pulling or len(entry.served) + len(entry.pulling) >= self._readers:
+            return wire.IN_PROGRESS
+        entry.pulling.add(receiver)
+        return entry
 
     def end_pull(self, entry: OutboundEntry, receiver: str, delivered: bool) -> None:
         """Finish a pull; the entry is freed once ``readers`` receivers have it (or if it was retired meanwhile)."""
@@ -93,7 +154,8 @@ class Outbox:
         return len(chosen)
 
     def reclaim_expired(self, now: float | None = None) -> int:
-        """Retire entries older than the TTL that no pull is writing from; return how many were freed."""
+        """End lapsed claims, retire entries older than the TTL that nobody transfers; return how many were freed."""
+        self.lapse_claims(now)
         if self._ttl_s <= 0:
             return 0
         limit = (time.monotonic() if now is None else now) - self._ttl_s

@@ -50,6 +50,12 @@ class Quarantine:
         self._release(lambda entry, now: True)
 
     @property
+    def ends_at(self) -> float | None:
+        """When the last entry is due (``time.monotonic()``), None when nothing is held."""
+        with self._lock:
+            return max((entry.release_at for entry in self._held), default=None)
+
+    @property
     def nbytes(self) -> int:
         """Bytes still held (after releasing what is due)."""
         self.release_due()

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from omni_core import private_copy
+
 KINDS = ("tensor", "ndarray", "bytes")
 MAX_NDIM = 32
 MAX_DTYPE_CHARS = 32
@@ -151,6 +153,8 @@ def rebuild(layout: RawLayout, flat: Any, *, copy: bool) -> Any:
         return out.copy() if copy else out
     import torch
 
+    if copy and (isinstance(flat, np.ndarray) or not flat.is_cuda):  # copied here, without intra-op threads
+        flat, copy = private_copy(flat if isinstance(flat, np.ndarray) else flat.numpy()), False
     tensor = torch.from_numpy(flat) if isinstance(flat, np.ndarray) else flat
     out = tensor.view(torch_dtype(layout.dtype)).view(layout.shape)
     return out.clone() if copy else out

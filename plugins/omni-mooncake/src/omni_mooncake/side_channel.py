@@ -1,4 +1,4 @@
-"""The ZMQ side channel: a sender's ROUTER listener and a receiver's REQ client."""
+"""The ZMQ side channel: a sender's ROUTER listener and a receiver's DEALER client."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 1.0
 #: ZMQ drops a peer that sends a bigger message before buffering it (smaller malformed ones are answered).
 MAX_INBOUND_BYTES = 2 * wire.MAX_MESSAGE_BYTES
+#: A socket abandoned with a ``done`` note in it keeps trying to deliver the note this long.
+NOTE_LINGER_MS = 200
 #: A peer that has not finished the ZMTP handshake after this long (silent, garbage) is dropped and counted.
 HANDSHAKE_TIMEOUT_MS = 5000
 #: Monitor events of peers that do not speak ZMTP (or do not finish its handshake).
@@ -34,14 +36,20 @@ _HANDSHAKE_FAILURES = (
 )
 
 
+#: On close, claimed reads still running are waited for (their receivers' ``done``) this long at most.
+CLOSE_GRACE_S = 2.0
+
+
 class SideChannelServer:
     """A ROUTER socket on ``host:port`` (0 = any free port) answering requests from its own thread.
 
-    Queries are answered inline by ``on_query``; pulls run on a thread pool through ``on_pull(request,
-    received_at)``.  ``on_tick`` runs about every ``tick_s`` seconds.  Malformed messages are answered with
-    an error and counted by ``on_malformed``; peers that fail the ZMTP handshake, or do not finish it within
-    HANDSHAKE_TIMEOUT_MS, are dropped and counted by ``on_refused``, and ZMQ disconnects one sending more than
-    MAX_INBOUND_BYTES at once.  Nothing a peer sends stops the listener.
+    Queries and claims are answered inline by ``on_query`` / ``on_claim``, ``done`` notes are passed to
+    ``on_done`` (no answer); pulls run on a thread pool through ``on_pull(request, received_at)``.
+    ``on_tick`` runs about every ``tick_s`` seconds.  Malformed messages are answered with an error and
+    counted by ``on_malformed``; peers that fail the ZMTP handshake, or do not finish it within
+    HANDSHAKE_TIMEOUT_MS, are dropped and counted by ``on_refused``, and ZMQ disconnects one sending more
+    than MAX_INBOUND_BYTES at once.  Nothing a peer sends stops the listener.  ``claims_open()`` says
+    whether receivers are still reading: ``close`` waits for them up to CLOSE_GRACE_S.
     """
 
     def __init__(
@@ -52,12 +60,16 @@ class SideChannelServer:
         *,
         on_query: Callable[[wire.Query], dict[str, Any]],
         on_pull: Callable[[wire.Pull, float], dict[str, Any]],
+        on_claim: Callable[[wire.Claim], dict[str, Any]],
+        on_done: Callable[[wire.Done], None],
+        claims_open: Callable[[], bool],
         on_tick: Callable[[], None],
         on_malformed: Callable[[], None],
         on_refused: Callable[[], None],
         tick_s: float,
     ) -> None:
         self._on_query, self._on_pull, self._on_tick, self._on_malformed = on_query, on_pull, on_tick, on_malformed
+        self._on_claim, self._on_done, self._claims_open = on_claim, on_done, claims_open
         self._on_refused = on_refused
         self._tick_s = tick_s
         self._socket = ctx.socket(zmq.ROUTER)
@@ -84,9 +96,12 @@ class SideChannelServer:
         self._thread.start()
 
     def close(self) -> None:
-        """Refuse new requests, let running pulls finish and answer them, then stop."""
+        """Refuse new requests, let running pulls finish and answer them, wait a little for claimed reads, stop."""
         self._closing.set()
         self._pulls.shutdown(wait=True)
+        give_up = time.monotonic() + CLOSE_GRACE_S
+        while self._claims_open() and time.monotonic() < give_up:
+            time.sleep(0.01)
         self._stopped.set()
         self._wake()
         self._thread.join(10)
@@ -151,10 +166,14 @@ class SideChannelServer:
             self._on_malformed()
             self._reply(identity, wire.error_reply(wire.MALFORMED, str(exc)))
             return
-        if self._closing.is_set():
+        if isinstance(request, wire.Done):  # also while closing: it ends a read close() waits for
+            self._on_done(request)
+        elif self._closing.is_set():
             self._reply(identity, wire.error_reply(wire.CLOSING, "the sender is closing"))
         elif isinstance(request, wire.Query):
             self._reply(identity, self._on_query(request))
+        elif isinstance(request, wire.Claim):
+            self._reply(identity, self._on_claim(request))
         else:
             try:
                 future = self._pulls.submit(self._on_pull, request, time.monotonic())
@@ -211,17 +230,21 @@ class SideChannelError(RuntimeError):
 class SenderSilent(SideChannelError):
     """The sender left a probe unanswered while a request waited: dead, frozen or cut off by a partition.
 
-    ``socket`` still awaits the reply and is now the caller's (close it): when the sender was only cut off,
-    its reply comes once the network heals.
+    ``socket``, when the reply is still awaited, is now the caller's (close it): when the sender was only cut
+    off, its reply comes once the network heals.
     """
 
-    def __init__(self, message: str, socket: zmq.Socket) -> None:
+    def __init__(self, message: str, socket: zmq.Socket | None) -> None:
         super().__init__(message, timed_out=False)
         self.socket = socket
 
 
 class SideChannelClient:
-    """REQ sockets to senders, one per (thread, endpoint); one that failed or timed out is replaced."""
+    """DEALER sockets to senders, one per (thread, endpoint), each with at most one answer outstanding.
+
+    A socket whose request failed or timed out is replaced (a late answer dies with it).  ``done`` notes
+    expect no answer.
+    """
 
     def __init__(self, ctx: zmq.Context) -> None:
         self._ctx = ctx
@@ -230,32 +253,44 @@ class SideChannelClient:
         self._lock = threading.Lock()
 
     def request(
-        self,
-        endpoint: tuple[str, int],
-        request: wire.Query | wire.Pull,
-        timeout_s: float,
-        *,
-        probe: bool = False,
+        self, endpoint: tuple[str, int], request: wire.Request, timeout_s: float, *, probe: bool = False
     ) -> dict[str, Any]:
-        """Send ``request`` to the sender at ``endpoint`` and return its reply within ``timeout_s``.
+        """Send ``request`` to the sender at ``endpoint`` and return its reply (see :meth:`wait`)."""
+        return self.wait(endpoint, self.send(endpoint, request, timeout_s), request.key, timeout_s, probe=probe)
 
-        With ``probe`` the sender is probed (a query on another socket) every PROBE_INTERVAL_S while the reply
-        is awaited: one that answers keeps the whole ``timeout_s`` (a pull it is running finishes), one that
-        leaves a probe unanswered for PROBE_TIMEOUT_S (dead, frozen, cut off by a partition) is given up at
-        once (:class:`SenderSilent`, which hands over the socket), so a silent sender is noticed within
-        PROBE_INTERVAL_S + PROBE_TIMEOUT_S.
-        """
+    def send(self, endpoint: tuple[str, int], request: wire.Request, timeout_s: float) -> zmq.Socket:
+        """Send ``request`` without waiting for its answer; returns the socket to :meth:`wait` on."""
         sock = self._socket(endpoint)
-        started = time.monotonic()
-        end = started + timeout_s
-        prober = _Prober(self._ctx, endpoint, request.key, started) if probe else None
         try:
             sock.setsockopt(zmq.SNDTIMEO, _ms(timeout_s))
-            sock.send(wire.encode_request(request))
+            sock.send_multipart([b"", wire.encode_request(request)])
+        except zmq.Again:
+            problem = f"could not send within {timeout_s:.1f} s"
+        except zmq.ZMQError as exc:
+            problem = str(exc)
+        else:
+            return sock
+        self._evict(endpoint, sock)
+        raise SideChannelError(f"side channel to {_url(endpoint)}: {problem}", timed_out=True)
+
+    def wait(
+        self, endpoint: tuple[str, int], sock: zmq.Socket, key: str, timeout_s: float, *, probe: bool = False
+    ) -> dict[str, Any]:
+        """The answer to the request just sent on ``sock``, within ``timeout_s``.
+
+        With ``probe`` the sender is probed (:meth:`prober`) while the answer is awaited: one that answers
+        keeps the whole ``timeout_s`` (a pull it is running finishes), one that leaves a probe unanswered
+        (dead, frozen, cut off by a partition) is given up at once (:class:`SenderSilent`, which hands over
+        the socket), so a silent sender is noticed within PROBE_INTERVAL_S + PROBE_TIMEOUT_S.
+        """
+        started = time.monotonic()
+        end = started + timeout_s
+        prober = self.prober(endpoint, key, started) if probe else None
+        try:
             while True:
                 wake = end if prober is None else min(end, prober.next_check)
                 if sock.poll(_ms(wake - time.monotonic()), zmq.POLLIN):
-                    return wire.decode_reply(sock.recv(zmq.NOBLOCK))
+                    return read_answer(sock)
                 if time.monotonic() >= end:
                     problem, timed_out = f"no answer within {timeout_s:.1f} s", True
                     break
@@ -263,8 +298,6 @@ class SideChannelClient:
                     self._detach(endpoint, sock)
                     problem = f"the sender did not answer a probe within {PROBE_TIMEOUT_S:g} s"
                     raise SenderSilent(f"side channel to {_url(endpoint)}: {problem}", sock)
-        except zmq.Again:
-            problem, timed_out = f"could not send within {timeout_s:.1f} s", True
         except (wire.MalformedMessage, zmq.ZMQError) as exc:
             problem, timed_out = str(exc), False
         finally:
@@ -273,11 +306,28 @@ class SideChannelClient:
         self._evict(endpoint, sock)
         raise SideChannelError(f"side channel to {_url(endpoint)}: {problem}", timed_out=timed_out)
 
+    def prober(self, endpoint: tuple[str, int], key: str, started: float | None = None) -> Prober:
+        """Probes of the sender at ``endpoint`` from ``started`` on (now by default); close it when done."""
+        return Prober(self._ctx, endpoint, key, time.monotonic() if started is None else started)
+
+    def notify(self, endpoint: tuple[str, int], note: wire.Done, *, abandon: zmq.Socket | None = None) -> None:
+        """Send ``note`` (no answer comes); ``abandon`` a socket whose answer is still outstanding instead.
+
+        An abandoned socket is closed after a short linger (so the note still leaves) and replaced.
+        """
+        sock = abandon if abandon is not None else self._socket(endpoint)
+        try:
+            sock.send_multipart([b"", wire.encode_request(note)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the peer's queue is full or it is gone: its claim then lapses
+            logger.debug("side channel note to %s dropped: %s", _url(endpoint), exc)
+        if abandon is not None:
+            self._evict(endpoint, abandon, linger_ms=NOTE_LINGER_MS)
+
     def _socket(self, endpoint: tuple[str, int]) -> zmq.Socket:
         cache: dict[tuple[str, int], zmq.Socket] = self._local.__dict__.setdefault("sockets", {})
         sock = cache.get(endpoint)
         if sock is None:
-            sock = self._ctx.socket(zmq.REQ)
+            sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(_url(endpoint))
             cache[endpoint] = sock
@@ -285,10 +335,10 @@ class SideChannelClient:
                 self._sockets.append(sock)
         return sock
 
-    def _evict(self, endpoint: tuple[str, int], sock: zmq.Socket) -> None:
-        """A REQ socket whose request failed is stuck mid-exchange: close it; the next call opens a new one."""
+    def _evict(self, endpoint: tuple[str, int], sock: zmq.Socket, linger_ms: int = 0) -> None:
+        """A socket whose request failed may get a late answer: close it; the next call opens a new one."""
         self._detach(endpoint, sock)
-        sock.close(linger=0)
+        sock.close(linger=linger_ms)
 
     def _detach(self, endpoint: tuple[str, int], sock: zmq.Socket) -> None:
         """Stop using ``sock`` for ``endpoint`` (the next call opens a new one)."""
@@ -304,7 +354,7 @@ class SideChannelClient:
             sock.close(linger=0)
 
 
-class _Prober:
+class Prober:
     """Probes of one sender while a request waits: a query on a socket of its own every PROBE_INTERVAL_S."""
 
     def __init__(self, ctx: zmq.Context, endpoint: tuple[str, int], key: str, started: float) -> None:
@@ -335,6 +385,14 @@ class _Prober:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+
+
+def read_answer(sock: zmq.Socket) -> dict[str, Any]:
+    """Decode the answer waiting on a DEALER ``sock`` (an empty delimiter frame, then the reply)."""
+    frames = sock.recv_multipart(zmq.NOBLOCK)
+    if len(frames) != 2 or frames[0] != b"":
+        raise wire.MalformedMessage(f"answer of {len(frames)} frames")
+    return wire.decode_reply(frames[1])
 
 
 def _ms(seconds: float) -> int:

@@ -30,6 +30,8 @@ MAX_POLL_INTERVAL_S = 0.05
 #: size of its data object (then ``get`` reads both in one batch).
 VALUE_SIZE = "value_size"
 RAW_NBYTES = "raw_nbytes"
+#: The least room a get without metadata reads a value with at first.
+MIN_SIZE_GUESS = 64 << 10
 
 
 class MooncakeStoreConnector(OmniConnectorBase):
@@ -65,6 +67,7 @@ class MooncakeStoreConnector(OmniConnectorBase):
         )  # fmt: skip
         self._counters = Counters("puts", "gets", "bytes_transferred", "errors", "timeouts")
         self._calls = BoundedCalls(self.config["transfer_timeout_s"], "mooncake-store-call")
+        self._size_guess = MIN_SIZE_GUESS  # room a get without metadata first reads with
         self._client = StoreClient(settings)
         try:
             self._pool = LocalBufferPool(self.localbuf, self._client.register, self._client.unregister)
@@ -228,16 +231,21 @@ class MooncakeStoreConnector(OmniConnectorBase):
             client.put([(key, region.ctypes.data, payload.nbytes)])
         return {VALUE_SIZE: payload.nbytes}
 
-    @staticmethod
-    def _read(client: StoreClient, pool: LocalBufferPool, key: str, hints: _Hints) -> tuple[Any, int] | None:
-        """``(payload, size)`` under ``key``, or None if it is not (completely) there."""
+    def _read(self, client: StoreClient, pool: LocalBufferPool, key: str, hints: _Hints) -> tuple[Any, int] | None:
+        """``(payload, size)`` under ``key``, or None if it is not (completely) there.
+
+        Without metadata the value is read with room for the last value read (one call instead of a size
+        lookup and a read, when sizes repeat); a value that does not fit is looked up and read again.
+        """
         if hints.value_size is not None and hints.raw_nbytes is not None:
             result = _read_direct_in_one_batch(client, pool, key, hints.value_size, hints.raw_nbytes)
             if result is not None:
                 return result
-        value = _fetch(client, pool, key, hints.value_size)
+        guess = self._size_guess if self._size_guess <= self.localbuf else None
+        value = _fetch(client, pool, key, hints.value_size, guess)
         if value is None:
             return None
+        self._size_guess = max(value.size, MIN_SIZE_GUESS)
         layout = decode_descriptor(value)
         if layout is None:
             return OmniSerializer.deserialize(value, zero_copy=True), value.size
@@ -291,26 +299,33 @@ def _read_direct_in_one_batch(
     return rebuild(layout, data, copy=False), raw_nbytes
 
 
-def _fetch(client: StoreClient, pool: LocalBufferPool, key: str, size: int | None) -> np.ndarray | None:
+def _fetch(
+    client: StoreClient, pool: LocalBufferPool, key: str, size: int | None, guess: int | None = None
+) -> np.ndarray | None:
     """The object under ``key`` read into a local-buffer region (None if it is not there).
 
-    ``size`` is what the caller expects (from metadata); without it, or when the value outgrew it, the
-    store is asked.
+    ``size`` is what the caller expects (from metadata); without it the read tries ``guess`` bytes of room
+    (one call; the unused tail goes back to the pool), and when the value does not fit, or there is no
+    guess, the store is asked for its size first.
     """
-    expected = size if size is not None else client.size(key)
-    if expected is None:
+    exact = size is not None
+    capacity = size if size is not None else guess if guess is not None else client.size(key)
+    if capacity is None:
         return None
-    region, pooled = pool.region(expected)
+    region, pooled = pool.region(capacity)
     try:
         with client.retaining_on_unconfirmed(region), _registered_unless(pooled, client, region):
-            read = client.read_into(key, region.ctypes.data, expected)
+            read = client.read_into(key, region.ctypes.data, capacity)
     except StoreError as exc:
-        if size is None or exc.code != codes.INVALID_PARAMS:
+        if exc.code != codes.INVALID_PARAMS or (size is None and guess is None):
             raise
-        return _fetch(client, pool, key, None)  # replaced by a bigger value since the metadata was made
+        # bigger than the metadata said (replaced since) or than the guess: ask for its size
+        return _fetch(client, pool, key, None)
     if read is None:
         return None
-    return region if read == expected else region[:read]
+    if read == capacity:
+        return region
+    return region[:read] if exact or not pooled else pool.shrink(region, read)
 
 
 def _registered_unless(pooled: bool, client: StoreClient, region: np.ndarray) -> AbstractContextManager[None]:

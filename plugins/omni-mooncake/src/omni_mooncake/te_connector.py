@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 import time
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import zmq
@@ -26,29 +30,48 @@ from .engine import QUERY_TIMEOUT_S, pull_timeout_s, start_engine
 from .hooks import TE_REGISTRATION
 from .metrics import Counters
 from .outbox import OutboundEntry, Outbox
-from .pending import PendingPull, PendingPulls
+from .pending import PendingPull, PendingPulls, ReadsGivenUp
 from .quarantine import Quarantine
 from .raw_payload import RawLayout, layout_of
 from .side_channel import SenderSilent, SideChannelClient, SideChannelError, SideChannelServer
 from .te_pool import ReceivedBuffer, RegisteredPool, fill, synchronize
-from .te_sender import SenderService
+from .te_sender import SenderService, claim_lease_s
 
 logger = logging.getLogger(__name__)
 
 ROLES = ("sender", "receiver")
 #: Longest pause between two polls of a sender in ``get_with_deadline``.
 MAX_POLL_INTERVAL_S = 0.05
+#: Threads of a receiver running TransferEngine reads (each blocks in the engine with the GIL released).
+READ_WORKERS = 4
 
 Endpoint = tuple[str, int]
 
 
 @dataclasses.dataclass(frozen=True)
+class _Source:
+    """Where a receiver reads a payload itself: the sender's engine session, the address and the put's token."""
+
+    session: str
+    address: int
+    token: int
+
+    @classmethod
+    def parse(cls, host: str, rpc_port: Any, address: Any, token: Any) -> _Source | None:
+        """From metadata or a query answer; None when any part is missing (the payload is then pulled)."""
+        if not all(type(value) is int and value >= 0 for value in (rpc_port, address, token)):
+            return None
+        return cls(f"{host}:{rpc_port}", address, token)
+
+
+@dataclasses.dataclass(frozen=True)
 class _Incoming:
-    """What a receiver knows about a payload before pulling it."""
+    """What a receiver knows about a payload before it moves."""
 
     endpoint: Endpoint
     size: int
     layout: RawLayout | None  #: None for a serialized object
+    source: _Source | None = None  #: set when the receiver may read it itself
 
 
 class MooncakeTransferEngineConnector(OmniConnectorBase):
@@ -98,38 +121,51 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         self._pending = PendingPulls()
         self._counters = Counters(
             "puts", "gets", "bytes_transferred", "errors", "timeouts", "malformed_messages", "refused_peers",
-            "reclaimed_buffers", "failed_transfers",
+            "reclaimed_buffers", "failed_transfers", "lapsed_claims",
         )  # fmt: skip
 
         self.engine, self.rpc_port = start_engine(self.host, self.protocol, self.device_name)
+        self.session = f"{self.host}:{self.rpc_port}"
         self.pool = RegisteredPool(self.engine, self.pool_size, self.pool_device)
+        self._host_pool = not self.pool.tensor.is_cuda  # host pools are read by receivers, device pools pulled
         counters = self._counters  # callbacks must not hold the connector, or it could never be collected
-        self._outbox = Outbox(self.readers, self.buffer_ttl_seconds, lambda n: counters.add("reclaimed_buffers", n))
+
+        self._outbox = Outbox(
+            self.readers, self.buffer_ttl_seconds, lambda n: counters.add("reclaimed_buffers", n),
+            lambda n: counters.add("lapsed_claims", n),
+        )  # fmt: skip
+        #: Threads running this receiver's reads (a get waits on its read while it probes the sender).
+        self._reads = ThreadPoolExecutor(READ_WORKERS, "omni-te-read") if self._host_pool else None
+        self._reads_given_up = ReadsGivenUp(functools.partial(_after_read, self._quarantine))
         self._ctx = zmq.Context()
         self._client = SideChannelClient(self._ctx)
         try:
             self._server = self._start_server() if self.can_put else None
         except BaseException:
-            _shutdown(self._ctx, self._client, self._outbox, self.pool, None, self._quarantine, self._pending)
+            _shutdown(self._ctx, self._client, self._outbox, self.pool, None, self._quarantine, self._pending,
+                      self._reads, self._reads_given_up)  # fmt: skip
             raise
         self.zmq_port = self._server.port if self._server is not None else None
         self._finalizer = weakref.finalize(
             self, _shutdown, self._ctx, self._client, self._outbox, self.pool, self._server, self._quarantine,
-            self._pending,
+            self._pending, self._reads, self._reads_given_up,
         )
 
     def _start_server(self) -> SideChannelServer:
         port = self.config["zmq_port"]
         if isinstance(port, str):
             port = 0 if port.strip().lower() in ("auto", "") else int(port)
-        service = SenderService(self.engine, self._outbox, self._counters)
-        counters, ttl = self._counters, self.buffer_ttl_seconds
+        service = SenderService(self.engine, self._outbox, self._counters, self.rpc_port if self._host_pool else None)
+        counters, ttl, outbox = self._counters, self.buffer_ttl_seconds, self._outbox
         return SideChannelServer(
             self._ctx,
             self.host,
             port,
             on_query=service.query,
             on_pull=service.pull,
+            on_claim=service.claim,
+            on_done=service.done,
+            claims_open=lambda: outbox.claims_end is not None,
             on_tick=self._outbox.reclaim_expired,
             on_malformed=lambda: counters.add("malformed_messages"),
             on_refused=lambda: counters.add("refused_peers"),
@@ -166,6 +202,8 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         }
         if entry.layout is not None:
             metadata["raw_layout"] = entry.layout.to_wire()
+        if self._host_pool:  # the receiver reads it itself: no round trip before the transfer
+            metadata.update(source_rpc_port=self.rpc_port, source_address=entry.buffer.data_ptr, token=entry.token)
         return True, entry.size, metadata
 
     def _stage_with_reclaim(self, key: str, request_id: str, data: Any) -> OutboundEntry:
@@ -242,9 +280,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
     ) -> tuple[Any, int] | None:
         """Poll the sender until the payload is there or ``deadline`` passes.
 
-        While a pull runs its sender is probed every second: a pull still running at the deadline finishes
-        while the sender answers; a sender that stops answering (dead, frozen, cut off by a partition) is given
-        up within about 2 s, before the deadline too, and the get then returns None at once (no new pull).
+        While a transfer runs its sender is probed every second: a transfer still running at the deadline
+        finishes while the sender answers; a sender that stops answering (dead, frozen, cut off by a
+        partition) is given up within about 2 s, before the deadline too, and the get then returns None at
+        once (no new transfer).  A read that failed while its sender answers is tried again.
         """
         delay = 0.0005
         while True:
@@ -258,7 +297,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
     def _get(
         self, from_stage: str, to_stage: str, get_key: str, metadata: dict[str, Any] | None, deadline: float
     ) -> tuple[tuple[Any, int] | None, bool]:
-        """One attempt: ``(result, may_retry)``; a pull that failed on the side channel is not worth retrying."""
+        """One attempt: ``(result, may_retry)``; a transfer that failed or was given up is not worth retrying."""
         validate_key(get_key)
         self._check_open()
         self._quarantine.release_due()
@@ -277,11 +316,14 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
                 incoming = self._incoming(key, metadata, query_timeout)
                 if incoming is None:
                     return None, True
-                result = self._pull(key, incoming)
+                if incoming.source is not None and self._reads is not None:
+                    result = self._read(key, incoming, incoming.source)
+                else:
+                    result = self._pull(key, incoming)
         except SideChannelError as exc:
             self._counters.add("timeouts" if exc.timed_out else "errors")
             logger.warning("MooncakeTransferEngineConnector: get of %r: %s", key, exc)
-            return None, incoming is None  # a failed query is retried, a failed pull is not
+            return None, incoming is None  # a failed query is retried, a failed transfer is not
         except (MemoryError, ValueError, SerializationError) as exc:
             self._counters.add("errors")
             logger.error("MooncakeTransferEngineConnector: get of %r failed: %s", key, exc)
@@ -310,7 +352,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             if metadata.get("is_fast_path"):
                 raw = metadata.get("raw_layout")
                 layout = RawLayout.from_wire(raw, size) if raw is not None else _bytes_layout(size)
-            return _Incoming(endpoint, size, layout)
+            source = _Source.parse(
+                endpoint[0], metadata.get("source_rpc_port"), metadata.get("source_address"), metadata.get("token")
+            )
+            return _Incoming(endpoint, size, layout, source)
         reply = self._client.request(endpoint, wire.Query(key), query_timeout)
         if not reply["ok"]:
             return None
@@ -318,7 +363,8 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         if type(size) is not int or size <= 0:
             raise ValueError(f"sender {endpoint} sent a bad size {size!r}")
         raw = reply.get("layout")
-        return _Incoming(endpoint, size, RawLayout.from_wire(raw, size) if raw is not None else None)
+        source = _Source.parse(endpoint[0], reply.get("rpc_port"), reply.get("address"), reply.get("token"))
+        return _Incoming(endpoint, size, RawLayout.from_wire(raw, size) if raw is not None else None, source)
 
     def _endpoint(self, metadata: dict[str, Any]) -> Endpoint:
         host, port = metadata.get("source_host"), metadata.get("source_port")
@@ -338,17 +384,106 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             )
         return self.sender_host, self.sender_zmq_port
 
+    def _read(self, key: str, incoming: _Incoming, source: _Source) -> tuple[Any, int] | None:
+        """Read the payload from the sender's pool into a fresh slice, the claim on it travelling meanwhile.
+
+        The claim is sent first and answered while the read runs (on a reader thread): a payload the sender
+        still held when the claim arrived cannot be freed before the claim's lease ends (and a put is never
+        reused under another token), so a read that finished within the lease holds exactly the payload the
+        claim names.  Anything else (a refused claim, a read past the lease) drops what was read.  While the
+        read runs the sender is probed: one that stops answering is given up (the read is left to end by
+        itself, its slice held meanwhile) and the claim lapses on the sender, which keeps the payload.
+        """
+        assert self._reads is not None
+        buffer = self._slice(incoming)
+        claim = wire.Claim(key, source.token, self.session, source.address, incoming.size)
+        started = time.monotonic()
+        try:
+            sock = self._client.send(incoming.endpoint, claim, QUERY_TIMEOUT_S)
+        except SideChannelError:
+            buffer.release()
+            raise
+        read = self._reads.submit(
+            self.engine.transfer_sync_read, source.session, buffer.data_ptr, source.address, incoming.size
+        )
+        done = wire.Done(key, source.token, self.session, delivered=False)
+        try:
+            reply = self._client.wait(incoming.endpoint, sock, key, QUERY_TIMEOUT_S, probe=True)
+            rc = self._read_result(read, incoming.endpoint, key, started + claim_lease_s(incoming.size))
+        except SideChannelError as exc:  # the sender went silent: leave the read to end by itself
+            self._client.notify(incoming.endpoint, done, abandon=exc.socket if isinstance(exc, SenderSilent) else None)
+            self._reads_given_up.add(read, buffer, started + claim_lease_s(incoming.size))
+            raise
+        took = time.monotonic() - started
+        if rc != 0:  # the sender answered, so it lives (a connection broken by a partition): worth retrying
+            self._client.notify(incoming.endpoint, done)
+            self._quarantine.hold(buffer.size, release=buffer.release)  # the read may still land in the slice
+            self._counters.add("errors")
+            logger.warning("TransferEngine read of %r from %s failed (%s)", key, source.session, rc)
+            return None
+        if not reply["ok"]:
+            buffer.release()
+            if reply.get("error") != wire.NOT_FOUND:
+                self._counters.add("errors")
+                logger.warning("sender %s refused %r: %s %s", incoming.endpoint, key, reply.get("error"),
+                               reply.get("detail", ""))  # fmt: skip
+            return None
+        if took * 1000 >= reply.get("lease_ms", 0):  # the sender may have freed it while it was read
+            buffer.release()
+            self._counters.add("errors")
+            logger.warning("read of %r took %.1f s, past the sender's %s ms lease: dropped", key, took,
+                           reply.get("lease_ms"))  # fmt: skip
+            return None
+        self._client.notify(incoming.endpoint, wire.Done(key, source.token, self.session, delivered=True))
+        return self._arrived(buffer, incoming)
+
+    def _read_result(self, read: Future[int], endpoint: Endpoint, key: str, lease_end: float) -> int:
+        """The return code of ``read``, awaited while its sender answers probes (SenderSilent once it does
+        not); a read still running at the end of its lease (it cannot: the engine bounds it) counts as failed."""
+        if read.done():
+            return read.result()
+        prober = self._client.prober(endpoint, key)
+        try:
+            while time.monotonic() < lease_end:
+                with contextlib.suppress(FutureTimeout):
+                    return read.result(max(0.0, min(prober.next_check, lease_end) - time.monotonic()))
+                if not prober.check():
+                    raise SenderSilent(f"the sender at {endpoint} stopped answering during a read", None)
+        finally:
+            prober.close()
+        return -1
+
+    def _slice(self, incoming: _Incoming) -> ManagedBuffer:
+        """A fresh pool slice for ``incoming`` (a ReceivedBuffer for a raw payload)."""
+        if incoming.layout is not None:
+            return self.pool.allocate_received(incoming.layout)
+        return self.pool.allocate(incoming.size)
+
+    def _arrived(self, buffer: ManagedBuffer, incoming: _Incoming) -> tuple[Any, int]:
+        """Hand out a raw payload's slice, or deserialize an object from it (and free the slice)."""
+        if incoming.layout is None:
+            with buffer:  # released once deserialized
+                if self._host_pool:
+                    return OmniSerializer.deserialize(buffer.tensor.numpy(), zero_copy=False), incoming.size
+                synchronize(buffer.tensor)
+                return OmniSerializer.deserialize(buffer.to_bytes(), zero_copy=False), incoming.size
+        if not self._host_pool:
+            try:
+                synchronize(buffer.tensor)
+            except BaseException:
+                buffer.release()
+                raise
+        return buffer, incoming.size
+
     def _pull(self, key: str, incoming: _Incoming) -> tuple[Any, int] | None:
         """Have the sender write the payload into a fresh pool slice, then hand it out or deserialize it."""
-        if incoming.layout is not None:
-            buffer: ManagedBuffer = self.pool.allocate_received(incoming.layout)
-        else:
-            buffer = self.pool.allocate(incoming.size)
+        buffer = self._slice(incoming)
         timeout = pull_timeout_s(incoming.size)
-        request = wire.Pull(key, f"{self.host}:{self.rpc_port}", buffer.data_ptr, incoming.size, int(timeout * 1000))
+        request = wire.Pull(key, self.session, buffer.data_ptr, incoming.size, int(timeout * 1000))
         try:
             reply = self._client.request(incoming.endpoint, request, timeout, probe=True)
         except SenderSilent as exc:  # its write may still land once the network heals: keep waiting for it
+            assert exc.socket is not None  # a pull's reply is still awaited
             held_until = time.monotonic() + self._quarantine.hold_seconds(buffer.size)
             self._pending.add(key, PendingPull(incoming, buffer, exc.socket, held_until))
             raise
@@ -371,17 +506,7 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
                 self._counters.add("errors")
                 logger.warning("sender %s refused %r: %s %s", incoming.endpoint, key, error, reply.get("detail", ""))
             return None
-        if incoming.layout is None:
-            with buffer:  # released once deserialized
-                synchronize(buffer.tensor)
-                frame = buffer.to_bytes() if buffer.tensor.is_cuda else buffer.tensor.numpy()
-                return OmniSerializer.deserialize(frame, zero_copy=False), incoming.size
-        try:
-            synchronize(buffer.tensor)
-        except BaseException:
-            buffer.release()
-            raise
-        return buffer, incoming.size
+        return self._arrived(buffer, incoming)
 
     # -- status ----------------------------------------------------------------------------------
     def get_connection_info(self) -> dict[str, Any]:
@@ -400,8 +525,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             "protocol": self.protocol,
             "pool_device": self.pool_device,
             "pool_size": self.pool_size,
-            "quarantined_bytes": self._quarantine.nbytes + self._pending.nbytes,  # first: releases what is due
+            # first: releases what is due
+            "quarantined_bytes": self._quarantine.nbytes + self._pending.nbytes + self._reads_given_up.nbytes,
             "pending_pulls": len(self._pending),
+            "reads_given_up": len(self._reads_given_up),
             "pool_used_bytes": self.pool.allocator.used_bytes,
             **self._outbox.stats(),
             **self._counters.snapshot(),
@@ -420,6 +547,14 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             raise RuntimeError("MooncakeTransferEngineConnector is closed")
 
 
+def _after_read(quarantine: Quarantine, buffer: ManagedBuffer, rc: int) -> None:
+    """Give back the slice of a read given up once it ended (held a while more if it failed: it may still land)."""
+    if rc == 0:
+        buffer.release()
+    else:
+        quarantine.hold(buffer.size, release=buffer.release)
+
+
 def _bytes_layout(size: int) -> RawLayout:
     """Layout of an untyped buffer: a flat uint8 tensor."""
     return RawLayout("tensor", "uint8", (size,), size)
@@ -433,13 +568,19 @@ def _shutdown(
     server: SideChannelServer | None,
     quarantine: Quarantine,
     pending: PendingPulls,
+    reads: ThreadPoolExecutor | None,
+    reads_given_up: ReadsGivenUp,
 ) -> None:
     """Tear a connector down in order; also run when one is garbage-collected without close()."""
     if server is not None:
         server.close()
+    if reads is not None:
+        reads.shutdown(wait=False, cancel_futures=True)  # reads given up end by themselves
+    # receivers still reading from this pool (past the close grace), reads still landing in it: they end by then
+    in_use_until = max(filter(None, (outbox.claims_end, quarantine.ends_at, reads_given_up.ends_at)), default=None)
     outbox.close()
     pending.release_all()
     client.close()
     ctx.destroy(linger=0)
-    pool.close()  # unregistered: no write can land in the pool any more
+    pool.close(keep_memory_until=in_use_until)  # unregistered: no transfer can start on the pool any more
     quarantine.release_all()

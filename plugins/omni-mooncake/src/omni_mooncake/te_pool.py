@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from typing import Any
 
@@ -64,18 +66,30 @@ class RegisteredPool:
     def owns(self, buffer: ManagedBuffer) -> bool:
         return buffer.allocator is self.allocator
 
-    def close(self) -> None:
+    def close(self, keep_memory_until: float | None = None) -> None:
+        """Unregister the pool; its memory stays allocated until ``keep_memory_until`` (``time.monotonic()``),
+        for reads of it that may still be running (a daemon timer holds it)."""
         self._engine.unregister_memory(self.base)
+        linger = 0.0 if keep_memory_until is None else keep_memory_until - time.monotonic()
+        if linger > 0:
+            holder = threading.Timer(linger, lambda memory=self.tensor: None)
+            holder.daemon = True
+            holder.start()
 
 
 def fill(buffer: ManagedBuffer, data: Any) -> None:
     """Copy a raw payload (tensor on any device, or bytes-like) into ``buffer``; waits for device copies."""
     source = flat_bytes(data)
+    target = buffer.tensor
+    if not target.is_cuda and (isinstance(source, np.ndarray) or not source.is_cuda):
+        # numpy copies on this thread; torch's copy_ fans out to its intra-op threads, which spin-wait and
+        # stall on a busy host
+        np.copyto(target.numpy(), source if isinstance(source, np.ndarray) else source.numpy(), casting="no")
+        return
     if isinstance(source, np.ndarray):
         with warnings.catch_warnings():  # read-only sources (bytes) are only read
             warnings.simplefilter("ignore", UserWarning)
             source = torch.from_numpy(source)
-    target = buffer.tensor
     target.copy_(source)
     synchronize(target)
 

@@ -2,9 +2,15 @@
 
 Requests (receiver -> sender):
 
-- ``{"op": "query", "key": K}`` -> ``{"ok": true, "size": n, "fast": bool, "layout": {...} | null}``
+- ``{"op": "query", "key": K}`` -> ``{"ok": true, "size": n, "fast": bool, "layout": {...} | null}``, plus
+  ``"address": A, "token": T`` when the payload can be read (it lies in host memory)
 - ``{"op": "pull", "key": K, "session": "host:rpc_port", "address": A, "capacity": C, "wait_ms": W}``
   asks the sender to write the payload into the receiver's registered memory at ``A`` -> ``{"ok": true}``
+- ``{"op": "claim", "key": K, "token": T, "session": "host:rpc_port", "address": A, "size": N}`` announces
+  that the receiver at ``session`` reads payload ``T`` (the token of the put, at ``A``, ``N`` bytes) itself
+  -> ``{"ok": true, "lease_ms": L}``: the payload stays in place for ``L`` ms from the claim's arrival, or
+  until the receiver is done
+- ``{"op": "done", "key": K, "token": T, "session": S, "delivered": bool}`` ends a claim (no reply)
 
 Every failure is ``{"ok": false, "error": CODE, "detail": text}``.  Nothing here ever unpickles.
 """
@@ -61,9 +67,44 @@ class Pull:
     wait_ms: int
 
 
-def encode_request(request: Query | Pull) -> bytes:
+@dataclass(frozen=True)
+class Claim:
+    """The receiver at ``session`` reads payload ``token`` under ``key`` (``size`` bytes at ``address`` of the
+    sender's pool) itself; the sender checks all of it against the payload it holds."""
+
+    key: str
+    token: int
+    session: str
+    address: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """The receiver at ``session`` is done with its claim of ``token``; ``delivered`` if its read succeeded."""
+
+    key: str
+    token: int
+    session: str
+    delivered: bool
+
+
+Request = Query | Pull | Claim | Done
+
+
+def encode_request(request: Request) -> bytes:
     if isinstance(request, Query):
         return msgpack.packb({"op": "query", "key": request.key})
+    if isinstance(request, Claim):
+        return msgpack.packb(
+            {"op": "claim", "key": request.key, "token": request.token, "session": request.session,
+             "address": request.address, "size": request.size}
+        )  # fmt: skip
+    if isinstance(request, Done):
+        return msgpack.packb(
+            {"op": "done", "key": request.key, "token": request.token, "session": request.session,
+             "delivered": request.delivered}
+        )  # fmt: skip
     return msgpack.packb(
         {
             "op": "pull",
@@ -76,12 +117,20 @@ def encode_request(request: Query | Pull) -> bytes:
     )
 
 
-def decode_request(frame: bytes) -> Query | Pull:
+def decode_request(frame: bytes) -> Request:
     """Parse one request; MalformedMessage says what is wrong with it."""
     message = _unpack(frame)
     op = message.get("op")
     if op == "query" and set(message) == {"op", "key"}:
         return Query(_key(message["key"]))
+    if op == "claim" and set(message) == {"op", "key", "token", "session", "address", "size"}:
+        key, token, session = _key(message["key"]), _uint(message["token"], "token"), _session(message["session"])
+        return Claim(key, token, session, _uint(message["address"], "address"), _uint(message["size"], "size"))
+    if op == "done" and set(message) == {"op", "key", "token", "session", "delivered"}:
+        if type(message["delivered"]) is not bool:
+            raise MalformedMessage(f"bad delivered {_short(message['delivered'])}")
+        key, token, session = _key(message["key"]), _uint(message["token"], "token"), _session(message["session"])
+        return Done(key, token, session, message["delivered"])
     if op == "pull" and set(message) == {"op", "key", "session", "address", "capacity", "wait_ms"}:
         return Pull(
             _key(message["key"]),

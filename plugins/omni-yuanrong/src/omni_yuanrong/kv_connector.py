@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from omni_core import (
     Capabilities,
     Delivery,
@@ -20,6 +18,7 @@ from omni_core import (
     SerializedPayload,
     expand_env_int,
     expand_env_value,
+    private_copy,
     resolve_host,
 )
 
@@ -40,16 +39,6 @@ MAX_TRACKED_REQUESTS = 100_000
 ZERO_COPY_WRITE_BYTES = 4 << 20
 #: How the worker refuses to overwrite a value written through the other of those two paths.
 _REWRITE_CONFLICTS = ("Inconsistency in publish or set", "cannot be modified")
-
-
-def private_copy(buffer: Any) -> np.ndarray:
-    """A writable copy of a worker buffer that decoded tensors and arrays can be views of.
-
-    One copy for the whole frame, into numpy memory: numpy asks the kernel for huge
-    pages on large allocations, which makes a 64 MiB copy about 3x faster than into
-    a fresh torch tensor.
-    """
-    return np.frombuffer(buffer, dtype=np.uint8).copy()
 
 
 class DatasystemUnavailableError(ConnectionError):
