@@ -7,7 +7,14 @@ import json
 import pytest
 from support import DICT, Plugin
 
-from omni_core import CliCommand, ConfigError, ConnectorRegistration, CoordinatorRegistration, LauncherRegistration, hookimpl
+from omni_core import (
+    CliCommand,
+    ConfigError,
+    ConnectorRegistration,
+    CoordinatorRegistration,
+    LauncherRegistration,
+    hookimpl,
+)
 from omni_core.cli.main import main
 
 GOOD = """
@@ -140,7 +147,7 @@ def test_plugins_json_is_one_document(with_dict, plugin_registry, capsys) -> Non
     assert set(doc) == {"plugins", "conflicts", "problems"} and doc["problems"] == 1
     by_name = {p["name"]: p for p in doc["plugins"]}
     dict_plugin = by_name["dict"]
-    assert (dict_plugin["distribution"], dict_plugin["version"], dict_plugin["status"]) == ("omni-dict", "1.2", "loaded")
+    assert [dict_plugin[k] for k in ("distribution", "version", "status")] == ["omni-dict", "1.2", "loaded"]
     assert dict_plugin["connectors"][0]["name"] == "DictConnector"
     assert dict_plugin["connectors"][0]["capabilities"]["delivery"] == "consume-once"
     ghost = by_name["ghost"]["connectors"][0]
