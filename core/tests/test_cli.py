@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from support import DICT, Plugin
 
-from omni_core import CliCommand, ConnectorRegistration, CoordinatorRegistration, LauncherRegistration, hookimpl
+from omni_core import (
+    CliCommand,
+    ConfigError,
+    ConnectorRegistration,
+    CoordinatorRegistration,
+    LauncherRegistration,
+    hookimpl,
+)
 from omni_core.cli.main import main
 
 GOOD = """
@@ -127,3 +136,46 @@ def test_plugins_lists_launchers_and_coordinators(plugin_registry, capsys) -> No
     plugin_registry.register_plugin(Runner(), name="runner", distribution="omni-runner", version="0.3")
     assert main(["plugins"]) == 0
     assert "launcher local, coordinator omni" in capsys.readouterr().out
+
+
+def test_plugins_json_is_one_document(with_dict, plugin_registry, capsys) -> None:
+    reg = ConnectorRegistration("NeedsGhost", "support:InProcessDictConnector", requires=("omni_ghost_module_xyz",),
+                                install_hint="pip install 'omni-ghost[cpu]'")
+    plugin_registry.register_plugin(Plugin(reg), name="ghost", distribution="omni-ghost", version="0.9")
+    assert main(["plugins", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {"plugins", "conflicts", "problems"} and doc["problems"] == 1
+    by_name = {p["name"]: p for p in doc["plugins"]}
+    dict_plugin = by_name["dict"]
+    assert [dict_plugin[k] for k in ("distribution", "version", "status")] == ["omni-dict", "1.2", "loaded"]
+    assert dict_plugin["connectors"][0]["name"] == "DictConnector"
+    assert dict_plugin["connectors"][0]["capabilities"]["delivery"] == "consume-once"
+    ghost = by_name["ghost"]["connectors"][0]
+    assert ghost["status"] == "missing dependency" and ghost["missing"] == ["omni_ghost_module_xyz"]
+    assert ghost["install_hint"] == "pip install 'omni-ghost[cpu]'"
+
+
+def test_doctor_json_lists_every_check(with_dict, capsys) -> None:
+    code = main(["doctor", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    checks = {c["check"]: c for c in doc["checks"]}
+    assert {"python", "/dev/shm", "libnuma", "torch"} <= set(checks)
+    assert all(set(c) == {"check", "ok", "problem", "result", "note"} for c in doc["checks"])
+    assert checks["python"]["ok"] and checks["python"]["result"].count(".") == 2
+    assert doc["problems"] == sum(c["problem"] for c in doc["checks"]) and code == (1 if doc["problems"] else 0)
+
+
+def test_a_plugin_command_raising_config_error_prints_one_line(plugin_registry, capsys) -> None:
+    class WithCommand:
+        @hookimpl
+        def omni_register_cli_commands(self):
+            return [CliCommand("bad", "always a bad config", "test_cli:bad_config_command")]
+
+    plugin_registry.register_plugin(WithCommand(), name="bad")
+    assert main(["bad"]) == 1
+    err = capsys.readouterr().err
+    assert err == "omni bad: stages[0]: unknown key 'stagez' [x]\n"  # literal brackets; no traceback
+
+
+def bad_config_command(argv: list[str]) -> int:
+    raise ConfigError("stages[0]: unknown key 'stagez' [x]")

@@ -37,6 +37,9 @@ _LAZY: dict[str, str] = {
     "ChildConnector": "remote",
     "ChildGone": "remote",
     "render_table": "cli.table",
+    "print_table": "cli.table",
+    "print_error": "cli.terminal",
+    "ProgressReporter": "cli.terminal",
     "import_target": "registration",
     "hookimpl": "hookspecs",
     "get_plugin_registry": "plugins",
@@ -93,7 +96,8 @@ __getattr__, __dir__ = _lazy_names(__name__, _LAZY)
 if TYPE_CHECKING:
     from .base import OmniConnectorBase, resolve_payload, validate_key
     from .capabilities import Capabilities, Delivery
-    from .cli.table import render_table
+    from .cli.table import print_table, render_table
+    from .cli.terminal import ProgressReporter, print_error
     from .config_loader import load_config_document, load_omni_transfer_config
     from .digest import checksum
     from .envexpand import AUTO_HOST_VALUES, expand_env_int, expand_env_value

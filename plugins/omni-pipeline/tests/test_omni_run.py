@@ -29,6 +29,44 @@ def test_default_example_delivers_every_payload_exactly_once_and_says_where_each
     assert "every payload arrived intact, exactly once" in done.stdout
 
 
+def test_json_is_one_document_with_every_edge_and_replica(tmp_path) -> None:
+    done = _run_default_with(tmp_path, "", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert set(doc) == {"ok", "config", "launcher", "requests", "stages", "wall_s", "forwarding", "edges", "replicas",
+                        "killed", "rerouted"}
+    assert (doc["ok"], doc["launcher"], doc["requests"], doc["stages"], doc["forwarding"]) == (
+        True, "local", 24, 3, "stages")
+    assert doc["config"] == str(tmp_path / "pipeline.yaml") and doc["wall_s"] > 0
+    assert [(e["edge"], e["from_stage"], e["to_stage"], e["requests"]) for e in doc["edges"]] == [
+        ("0 -> 1", "0", "1", 24), ("1 -> 2", "1", "2", 24)]
+    for edge in doc["edges"]:
+        assert edge["bytes"] > 24 * (4 << 20) and 0 < edge["p50_ms"] <= edge["p99_ms"] and edge["gbps_median"] > 0
+    assert doc["replicas"] == [{"stage": str(s), "replica": 0, "host": socket.gethostname(), "requests_handled": 24}
+                               for s in range(3)]
+    assert (doc["killed"], doc["rerouted"]) == (None, 0)
+
+
+def test_json_reports_a_failure_as_a_document_too(tmp_path) -> None:
+    done = _run_default_with(tmp_path, "", "--json", "--launcher", "lokal")
+    assert done.returncode == 1
+    doc = json.loads(done.stdout)
+    assert (set(doc), doc["ok"], doc["exit_code"]) == ({"ok", "error", "exit_code"}, False, 1)
+    assert doc["error"].startswith("unknown launcher 'lokal' (did you mean 'local'?); valid launchers: local")
+    assert done.stderr.startswith("omni run: unknown launcher") and "Traceback" not in done.stderr
+
+
+def test_progress_off_a_terminal_is_plain_lines_not_bar_frames() -> None:
+    env, marker = marked_env()
+    done = subprocess.run([sys.executable, "-m", "omni_core.cli.main", "run", str(DEFAULT)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert not run_processes(marker)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "requests" in line]
+    assert lines[-1] == "omni run: 24/24 requests" and len(lines) <= 11, done.stderr
+    assert "#" not in done.stderr and "\r" not in done.stderr
+
+
 def _run_default_with(tmp_path: Path, appended: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``omni run`` of the default example with ``appended`` at the end of its config."""
     config = tmp_path / "pipeline.yaml"
@@ -128,7 +166,7 @@ def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert run.stderr is not None
     seen = b""
-    while b"] 0/100000 requests" not in seen:
+    while b"omni run: 0/100000 requests" not in seen:
         chunk = os.read(run.stderr.fileno(), 4096)
         assert chunk, f"omni run ended before driving requests: {seen.decode(errors='replace')}"
         seen += chunk

@@ -11,7 +11,8 @@ from ..config_loader import load_omni_transfer_config
 from ..errors import ConfigError
 from ..factory import OmniConnectorFactory
 from ..placement import StagePlacement, load_placement
-from .table import render_table
+from .table import print_table
+from .terminal import print_error
 
 T = TypeVar("T")
 
@@ -21,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     config = _load(load_omni_transfer_config, args.file, faults)
     placement = _load(load_placement, args.file, faults)
     if faults:
-        print(f"{args.file}: invalid", file=sys.stderr)
+        print_error(args.file, "invalid")
         for line in faults:
             print(f"  - {line}", file=sys.stderr)
         return 1
@@ -31,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
         caps = OmniConnectorFactory.capabilities(spec.name).summary()
         extra = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.extra.items())) or "-"
         rows.append([f"{src} -> {dst}", spec.name, caps, extra])
-    print(render_table(["edge", "connector", "capabilities", "extra"], rows))
+    print_table(["edge", "connector", "capabilities", "extra"], rows)
     if placement.stages or placement.strategy:
         strategy = f", strategy {placement.strategy}" if placement.strategy else ""
         print(f"\nlauncher {placement.launcher}{strategy}")
         placed = [[sid, _describe(stage)] for sid, stage in sorted(placement.stages.items(), key=lambda i: int(i[0]))]
-        print(render_table(["stage", "placement"], placed))
+        print_table(["stage", "placement"], placed)
     return 0
 
 

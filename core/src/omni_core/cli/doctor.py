@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import ctypes.util
+import json
 import os
 import platform
 import subprocess
 import sys
+from typing import Any
 
 from ..plugins import get_plugin_registry, missing_requirements
-from .table import render_table
+from .table import print_table
 
 #: (label, module to import, which plugin needs it)
 BACKENDS = (
@@ -38,44 +40,55 @@ def _probe_import(module: str) -> tuple[bool, str]:
     return False, last
 
 
-def _shm_row() -> tuple[list[str], bool]:
+def _shm_check() -> dict[str, Any]:
     try:
         stat = os.statvfs("/dev/shm")
     except OSError as exc:
-        return ["/dev/shm", "missing", str(exc)], False
+        return _check("/dev/shm", False, "missing", str(exc))
     total, free = stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize
     ok = free >= MIN_SHM_FREE
     note = "" if ok else f"less than {MIN_SHM_FREE >> 30} GiB free: large payloads will fail"
-    return ["/dev/shm", f"{total / 2**30:.1f} GiB total, {free / 2**30:.1f} GiB free", note], ok
+    return _check("/dev/shm", ok, f"{total / 2**30:.1f} GiB total, {free / 2**30:.1f} GiB free", note)
 
 
-def run(args: argparse.Namespace) -> int:
-    rows: list[list[str]] = [["python", platform.python_version(), sys.executable]]
-    problems = 0
+def _check(name: str, ok: bool, result: str, note: str, problem: bool | None = None) -> dict[str, Any]:
+    """One row: ``ok`` is what was found; ``problem`` (default: not ok) whether it counts against this machine."""
+    return {"check": name, "ok": ok, "problem": (not ok) if problem is None else problem, "result": result,
+            "note": note}
+
+
+def checks() -> list[dict[str, Any]]:
+    """Every check ``omni doctor`` makes (the rows of its table, the ``checks`` of its JSON document)."""
+    found = [_check("python", True, platform.python_version(), sys.executable)]
     registry = get_plugin_registry()
     installed = {r.distribution for r in registry.plugins.values()}
     for label, module, needed_by in BACKENDS:
         ok, detail = _probe_import(module)
         required = any(plugin in installed for plugin in needed_by.split(", "))
-        problems += (not ok) and required
-        rows.append([label, detail if ok else f"NOT importable: {detail}", f"needed by {needed_by}"])
+        found.append(_check(label, ok, detail if ok else f"NOT importable: {detail}", f"needed by {needed_by}",
+                            problem=not ok and required))
     for lib, needed_by in SYSTEM_LIBRARIES:
-        found = ctypes.util.find_library(lib)
-        problems += found is None and needed_by in installed
-        hint = "" if found else " (apt-get install libibverbs1 libnuma1)"
-        rows.append([f"lib{lib}", found or f"missing{hint}", f"needed by {needed_by}"])
-    shm, ok = _shm_row()
-    problems += not ok
-    rows.append(shm)
+        path = ctypes.util.find_library(lib)
+        hint = "" if path else " (apt-get install libibverbs1 libnuma1)"
+        found.append(_check(f"lib{lib}", path is not None, path or f"missing{hint}", f"needed by {needed_by}",
+                            problem=path is None and needed_by in installed))
+    found.append(_shm_check())
     for record in registry.plugins.values():
         if record.status == "broken":
-            problems += 1
-            rows.append([f"plugin {record.name}", "broken", "; ".join(record.errors)])
+            found.append(_check(f"plugin {record.name}", False, "broken", "; ".join(record.errors)))
         for reg in record.connectors:
             missing = missing_requirements(reg)
             if missing:
-                problems += 1
-                rows.append([reg.name, f"missing {', '.join(missing)}", reg.install_hint])
-    print(render_table(["check", "result", "note"], rows))
-    print(f"\n{problems} problem(s) found" if problems else "\nall checks passed")
+                found.append(_check(reg.name, False, f"missing {', '.join(missing)}", reg.install_hint))
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    found = checks()
+    problems = sum(c["problem"] for c in found)
+    if getattr(args, "json", False):
+        print(json.dumps({"checks": found, "problems": problems}, indent=2))
+    else:
+        print_table(["check", "result", "note"], [[c["check"], c["result"], c["note"]] for c in found])
+        print(f"\n{problems} problem(s) found" if problems else "\nall checks passed")
     return 1 if problems else 0

@@ -6,9 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..errors import ConfigError, PluginError
 from ..plugins import get_plugin_registry
 from ..registration import import_target
 from ..version import __version__
+from .terminal import print_error
 
 #: Commands this repository's plugins add, and what installs them (named when the command is missing).
 PLUGIN_COMMANDS = {
@@ -23,8 +25,10 @@ def _build_parser(plugin_commands: dict[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omni", description="Omni Connectors: move data between pipeline stages.")
     parser.add_argument("--version", action="version", version=f"omni-core {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("plugins", help="list installed plugins, their connectors and status")
-    sub.add_parser("doctor", help="check Python, backends, /dev/shm and system libraries")
+    plugins = sub.add_parser("plugins", help="list installed plugins, their connectors and status")
+    plugins.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    doctor = sub.add_parser("doctor", help="check Python, backends, /dev/shm and system libraries")
+    doctor.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     config = sub.add_parser("config", help="work with pipeline configs")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION")
     validate = config_sub.add_parser("validate", help="validate a config and print its edge -> connector table")
@@ -45,12 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             handler = import_target(command.target)
         except (ImportError, AttributeError) as exc:
-            print(f"omni {argv[0]}: {record.label} failed to load: {exc}", file=sys.stderr)
+            print_error(f"omni {argv[0]}", f"{record.label} failed to load: {exc}")
             return 1
-        return int(handler(argv[1:]) or 0)
+        try:
+            return int(handler(argv[1:]) or 0)
+        except (ConfigError, PluginError, FileNotFoundError) as exc:  # a bad config or plugin: one line, no traceback
+            print_error(f"omni {argv[0]}", exc)
+            return 1
     if argv and argv[0] in PLUGIN_COMMANDS:
-        print(f"omni {argv[0]}: no installed plugin provides this command; "
-              f"install it with: pip install '{PLUGIN_COMMANDS[argv[0]]}'", file=sys.stderr)
+        print_error(f"omni {argv[0]}", "no installed plugin provides this command; "
+                    f"install it with: pip install '{PLUGIN_COMMANDS[argv[0]]}'")
         return 2
     args = parser.parse_args(argv)
     if args.command == "plugins":

@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from omni_core import ChildConnector, ConfigError, ConnectorSpec, OmniConnectorFactory, render_table
-
-from .report import progress_bar
+from omni_core import (
+    ChildConnector,
+    ConfigError,
+    ConnectorSpec,
+    OmniConnectorFactory,
+    ProgressReporter,
+    render_table,
+)
 
 DEFAULT_SIZES = "4KiB,1MiB,16MiB,64MiB"
 _UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
@@ -124,22 +128,20 @@ def run_bench(connectors: list[str], extras: Mapping[str, Mapping[str, Any]], si
     for name in connectors:
         OmniConnectorFactory.registration(name)  # unknown names fail before anything starts
     total, done = len(connectors) * len(sizes) * (repeat + 1), 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress_bar(done, total, "transfers")
-
     results = []
-    for nbytes in sizes:
-        ceiling = statistics.median(memcpy_samples(nbytes, repeat))
-        results.append(_row("memcpy", nbytes, [ceiling], ceiling))
-        for name in connectors:
-            results.append(_row(name, nbytes, connector_samples(name, extras.get(name, {}), nbytes, repeat, tick),
-                                ceiling))
-    if progress:
-        sys.stderr.write("\n")
+    with ProgressReporter(total, "transfers", enabled=progress, label="omni bench") as shown:
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            shown.update(done)
+
+        for nbytes in sizes:
+            ceiling = statistics.median(memcpy_samples(nbytes, repeat))
+            results.append(_row("memcpy", nbytes, [ceiling], ceiling))
+            for name in connectors:
+                samples = connector_samples(name, extras.get(name, {}), nbytes, repeat, tick)
+                results.append(_row(name, nbytes, samples, ceiling))
     results.sort(key=lambda r: (r["connector"] != "memcpy", r["connector"], r["bytes"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"repeat": repeat, "results": results}, indent=2))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from omni_core import ConfigError, PluginError
+from omni_core import ConfigError, PluginError, print_error
 
 
 def run(argv: list[str]) -> int:
@@ -19,14 +18,17 @@ def run(argv: list[str]) -> int:
                         "config's `launcher`, else local)")
     parser.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster the `ray` launcher joins (sets "
                         "RAY_ADDRESS); with neither, it starts a local Ray")
-    parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress on stderr (a bar on a terminal, "
+                        "else a line every tenth of the requests)")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON document on stdout")
     parser.add_argument("--kill-replica", type=int, metavar="STAGE", help="SIGKILL one replica of STAGE mid-run")
     args = parser.parse_args(argv)
     if args.ray_address:
         os.environ["RAY_ADDRESS"] = args.ray_address
     from .orchestrator import main
 
-    return main(args.config, progress=not args.no_progress, kill_stage=args.kill_replica, launcher=args.launcher)
+    return main(args.config, progress=not args.no_progress, kill_stage=args.kill_replica, launcher=args.launcher,
+                json_output=args.json)
 
 
 def bench(argv: list[str]) -> int:
@@ -56,10 +58,10 @@ def bench(argv: list[str]) -> int:
             raise ConfigError(f"{args.config}: expected a mapping of connector name -> extra")
         return run_bench(connectors, extras, sizes, args.repeat, Path(args.out), progress=not args.no_progress)
     except ModuleNotFoundError as exc:
-        print(f"omni bench: {exc}; install it with: pip install 'omni-pipeline[bench]'", file=sys.stderr)
+        print_error("omni bench", f"{exc}; install it with: pip install 'omni-pipeline[bench]'")
         return 1
     except (ConfigError, PluginError, ValueError, OSError, RuntimeError) as exc:
-        print(f"omni bench: {exc}", file=sys.stderr)
+        print_error("omni bench", exc)
         return 1
 
 

@@ -14,6 +14,7 @@ them) and the orchestrator puts it for the next stage.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -28,6 +29,7 @@ from omni_core import (
     ConfigError,
     Launcher,
     OmniConnectorBase,
+    ProgressReporter,
     ReplicaHandle,
     checksum,
     get_plugin_registry,
@@ -36,10 +38,11 @@ from omni_core import (
     load_config_document,
     load_omni_transfer_config,
     load_placement,
-    render_table,
+    print_error,
+    print_table,
 )
 
-from .report import Edge, EdgeStats, progress_bar
+from .report import Edge, EdgeStats
 from .router import CoordinatorSettings, Router, RunFailed, address_of
 from .stage import put_output
 from .workload import Workload, kv_cache, stage_output
@@ -197,32 +200,29 @@ class Run:
 
     # -- the event loop -------------------------------------------------------------------
     def drive(self, progress: bool = True) -> None:
-        total, submitted, shown = self.workload.requests, 0, -1
+        total, submitted = self.workload.requests, 0
         last_progress = time.monotonic()
-        while (done := sum(1 for n in self.finished.values() if n >= len(self.sinks))) < total:
-            self._maybe_kill(done)
-            while submitted < total and submitted - done < self.workload.in_flight:
-                self._submit(f"req-{submitted:06d}")
-                submitted += 1
-            live = {r.fileno(): r for r in self._all() if r not in self.dead}
-            ready, _, _ = select.select(list(live), [], [], 1.0)
-            for fd in ready:
-                replica = live[fd]
-                if not replica.pump():
-                    self._replica_died(replica)
-                while replica.lines:
-                    self._handle(replica, replica.lines.pop(0))
-                last_progress = time.monotonic()
-            if time.monotonic() - last_progress > self.workload.timeout_s:
-                raise RunFailed(f"no progress for {self.workload.timeout_s:.0f} s (workload.timeout_s)")
-            if self.problems:
-                raise RunFailed("; ".join(self.problems))
-            if progress and done != shown:
-                progress_bar(done, total, "requests")
-                shown = done
-        if progress:
-            progress_bar(total, total, "requests")
-            sys.stderr.write("\n")
+        with ProgressReporter(total, "requests", enabled=progress, label="omni run") as shown:
+            while (done := sum(1 for n in self.finished.values() if n >= len(self.sinks))) < total:
+                shown.update(done)
+                self._maybe_kill(done)
+                while submitted < total and submitted - done < self.workload.in_flight:
+                    self._submit(f"req-{submitted:06d}")
+                    submitted += 1
+                live = {r.fileno(): r for r in self._all() if r not in self.dead}
+                ready, _, _ = select.select(list(live), [], [], 1.0)
+                for fd in ready:
+                    replica = live[fd]
+                    if not replica.pump():
+                        self._replica_died(replica)
+                    while replica.lines:
+                        self._handle(replica, replica.lines.pop(0))
+                    last_progress = time.monotonic()
+                if time.monotonic() - last_progress > self.workload.timeout_s:
+                    raise RunFailed(f"no progress for {self.workload.timeout_s:.0f} s (workload.timeout_s)")
+                if self.problems:
+                    raise RunFailed("; ".join(self.problems))
+            shown.update(total)
 
     def _maybe_kill(self, done: int) -> None:
         plan = self.workload.kill_replica
@@ -316,56 +316,81 @@ class Run:
                 raise RunFailed(f"the coordinator still lists killed {dead.label} after {limit:.0f} s")
             time.sleep(0.1)
 
-    def report(self, wall: float) -> str:
-        table = render_table(
-            ["edge", "requests", "bytes", "put+get p50 ms", "p99 ms", "GB/s (median)"],
-            [self.stats[e].row(e) for e in self.edges],
-        )
+    def results(self, wall: float) -> dict[str, Any]:
+        """What ``omni run --json`` prints after a run in which every payload arrived (keys: see the CLI docs)."""
+        return {
+            "ok": True,
+            "config": self.config_path,
+            "launcher": self.launcher_name,
+            "requests": self.workload.requests,
+            "stages": len(self.stage_ids),
+            "wall_s": wall,
+            "forwarding": self.workload.forwarding,
+            "edges": [self.stats[e].figures(e) for e in self.edges],
+            "replicas": [{"stage": r.stage_id, "replica": r.replica_id, "host": r.node,
+                          "requests_handled": self.handled[(r.stage_id, r.replica_id)]} for r in self._all()],
+            "killed": self.killed.label if self.killed is not None else None,
+            "rerouted": self.rerouted,
+        }
+
+    def report(self, wall: float) -> None:
+        """Print the per-edge table, the replica table and what happened."""
+        print_table(["edge", "requests", "bytes", "put+get p50 ms", "p99 ms", "GB/s (median)"],
+                    [self.stats[e].row(e) for e in self.edges])
         rows = [[f"stage {r.stage_id} replica {r.replica_id}", r.node, str(self.handled[(r.stage_id, r.replica_id)])]
                 for r in self._all()]
-        where = f"host ({self.launcher_name} launcher)"
-        lines = [table, "", render_table(["replica", where, "requests handled"], rows), ""]
+        print()
+        print_table(["replica", f"host ({self.launcher_name} launcher)", "requests handled"], rows)
+        print()
         if self.killed is not None:
-            lines.append(
-                f"killed {self.killed.label}; {self.rerouted} unfinished request(s) re-routed"
-                + ("; the coordinator dropped it from its list" if self.coordinator else "")
-            )
+            print(f"killed {self.killed.label}; {self.rerouted} unfinished request(s) re-routed"
+                  + ("; the coordinator dropped it from its list" if self.coordinator else ""))
         if self.connectors:
-            lines.append("the orchestrator put every stage's output on its edges (workload.forwarding: orchestrator)")
-        lines.append(
-            f"{self.workload.requests} requests through {len(self.stage_ids)} stages in {wall:.2f} s; "
-            "every payload arrived intact, exactly once."
-        )
-        return "\n".join(lines)
+            print("the orchestrator put every stage's output on its edges (workload.forwarding: orchestrator)")
+        print(f"{self.workload.requests} requests through {len(self.stage_ids)} stages in {wall:.2f} s; "
+              "every payload arrived intact, exactly once.")
 
 
-def main(config_path: str, *, progress: bool = True, kill_stage: int | None = None, launcher: str | None = None) -> int:
+def main(config_path: str, *, progress: bool = True, kill_stage: int | None = None, launcher: str | None = None,
+         json_output: bool = False) -> int:
     """Run the pipeline in ``config_path``: 0 when every payload arrived intact exactly once, 1 if not, 130 when
-    stopped by Ctrl-C or SIGTERM.  Every replica is removed on the way out, whichever way that is."""
+    stopped by Ctrl-C or SIGTERM.  Every replica is removed on the way out, whichever way that is.  With
+    ``json_output`` the results (or the failure) are one JSON document on stdout instead of the tables."""
     try:
         run = Run(config_path, kill_stage, launcher)
     except (ConfigError, FileNotFoundError) as exc:
-        print(f"omni run: {exc}", file=sys.stderr)
-        return 1
+        print_error("omni run", exc)
+        return _failure(str(exc), 1, json_output)
     started = time.monotonic()
-    code = 0
+    code, error = 0, ""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         run.start()
         run.drive(progress=progress)
         run.verify()
     except KeyboardInterrupt:
-        print("\nomni run: interrupted; stopping every stage replica", file=sys.stderr)
-        code = INTERRUPTED
+        code, error = INTERRUPTED, "interrupted; stopping every stage replica"
+        print_error("omni run", error)
     except (RunFailed, ImportError, ValueError, OSError) as exc:
-        print(f"\nomni run: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = 1
+        code, error = 1, f"FAILED: {type(exc).__name__}: {exc}"
+        print_error("omni run", error)
     finally:
         with _signals_held():
             run.stop()
         signal.signal(signal.SIGTERM, previous)
-    if code == 0:
-        print(run.report(time.monotonic() - started))
+    if code:
+        return _failure(error, code, json_output)
+    if json_output:
+        print(json.dumps(run.results(time.monotonic() - started), indent=2))
+    else:
+        run.report(time.monotonic() - started)
+    return code
+
+
+def _failure(error: str, code: int, json_output: bool) -> int:
+    """``code``, after printing the failure's JSON document (``ok`` false, ``error``, ``exit_code``) if asked."""
+    if json_output:
+        print(json.dumps({"ok": False, "error": error, "exit_code": code}))
     return code
 
 

@@ -1,10 +1,10 @@
-"""What ``omni run`` reports: per-edge figures and the progress bar (``omni bench`` draws it too)."""
+"""What ``omni run`` reports: per-edge figures."""
 
 from __future__ import annotations
 
 import statistics
-import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 Edge = tuple[str, str]
 
@@ -23,18 +23,25 @@ class EdgeStats:
     def latencies(self) -> list[float]:
         return [seconds for _, seconds in self.samples.values()]
 
-    def row(self, edge: Edge) -> list[str]:
+    def figures(self, edge: Edge) -> dict[str, Any]:
+        """The edge's row of ``omni run --json``: counts, bytes, put + get p50/p99 in ms, median GB/s (or None)."""
         lat = sorted(self.latencies)
-        p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] if lat else 0.0
         rates = [size / t for size, t in zip(self.sizes, self.latencies, strict=True) if t > 0]
-        return [
-            f"{edge[0]} -> {edge[1]}",
-            str(len(self.sizes)),
-            _human(sum(self.sizes)),
-            f"{statistics.median(lat) * 1e3:.2f}" if lat else "-",
-            f"{p99 * 1e3:.2f}",
-            f"{statistics.median(rates) / 1e9:.2f}" if rates else "-",
-        ]
+        return {
+            "edge": f"{edge[0]} -> {edge[1]}",
+            "from_stage": edge[0],
+            "to_stage": edge[1],
+            "requests": len(self.sizes),
+            "bytes": sum(self.sizes),
+            "p50_ms": statistics.median(lat) * 1e3 if lat else None,
+            "p99_ms": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] * 1e3 if lat else None,
+            "gbps_median": statistics.median(rates) / 1e9 if rates else None,
+        }
+
+    def row(self, edge: Edge) -> list[str]:
+        f = self.figures(edge)
+        shown = [f"{f[key]:.2f}" if f[key] is not None else "-" for key in ("p50_ms", "p99_ms", "gbps_median")]
+        return [f["edge"], str(f["requests"]), _human(f["bytes"]), *shown]
 
 
 def _human(nbytes: float) -> str:
@@ -43,13 +50,3 @@ def _human(nbytes: float) -> str:
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
         nbytes /= 1024
     return f"{nbytes:.1f} GiB"
-
-
-def progress_bar(done: int, total: int, unit: str) -> None:
-    """Draw ``[####......] done/total unit`` over the previous one on stderr."""
-    width = 30
-    filled = width * done // total
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}")
-    sys.stderr.flush()
-
-

@@ -6,14 +6,13 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from omni_core import ConfigError, get_plugin_registry, import_target
+from omni_core import ConfigError, get_plugin_registry, import_target, print_error
 
 
 def state_dir() -> Path:
@@ -40,7 +39,7 @@ def up(name: str) -> int:
     try:
         service, record = get_plugin_registry().select("service", name)
     except ConfigError as exc:
-        print(f"omni services: {exc}", file=sys.stderr)
+        print_error("omni services", exc)
         return 2
     record_path = state_dir() / f"{name}.json"
     if record_path.exists():
@@ -52,7 +51,7 @@ def up(name: str) -> int:
     try:
         info = import_target(service.target)(record_path.parent)
     except Exception as exc:
-        print(f"omni services: {name} ({record.label}) failed to start: {exc}", file=sys.stderr)
+        print_error("omni services", f"{name} ({record.label}) failed to start: {exc}")
         return 1
     record_path.write_text(json.dumps(info))
     print(f"{name} is running (pid {info['pid']}); stop it with: omni services down {name}\n{info['hint']}")
@@ -69,7 +68,7 @@ def down(names: list[str]) -> int:
         path.unlink()
         print(f"{path.stem} stopped")
     if missing:
-        print(f"omni services: not running: {', '.join(missing)}", file=sys.stderr)
+        print_error("omni services", f"not running: {', '.join(missing)}")
     if not chosen and not missing:
         print("no services running")
     return 1 if missing else 0

@@ -172,13 +172,17 @@ class RayTestCluster:
         self._driver = True
 
     def wait_nodes(self, count: int, timeout: float = 60.0) -> None:
-        """Wait until ``count`` nodes are alive (needs :meth:`connect_driver`)."""
+        """Wait until exactly ``count`` nodes are alive (needs :meth:`connect_driver`).
+
+        Exactly: a node whose raylet was killed stays alive in the GCS until its health checks fail, so a
+        node started again on that host is counted only once the old one is seen dead.
+        """
         import ray
 
         deadline = time.monotonic() + timeout
-        while sum(node["Alive"] for node in ray.nodes()) < count:
+        while (alive := sum(node["Alive"] for node in ray.nodes())) != count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"fewer than {count} Ray nodes alive after {timeout} s")
+                raise TimeoutError(f"{alive} Ray nodes alive, not {count}, after {timeout} s")
             time.sleep(0.2)
 
     def close(self) -> None:
