@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 ROLES = ("sender", "receiver")
 #: Longest pause between two polls of a sender in ``get_with_deadline``.
 MAX_POLL_INTERVAL_S = 0.05
+#: A receiver whose pool is full (slices held for failed transfers) says so at most this often.
+POOL_FULL_WARN_EVERY_S = 5.0
 #: Threads of a receiver running TransferEngine reads (each blocks in the engine with the GIL released).
 READ_WORKERS = 4
 
@@ -119,9 +121,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         self._rank_senders: dict[int, Endpoint] = {}
         self._quarantine = Quarantine(self.config["quarantine_s"])
         self._pending = PendingPulls()
+        self._pool_full_warned_at = float("-inf")
         self._counters = Counters(
             "puts", "gets", "bytes_transferred", "errors", "timeouts", "malformed_messages", "refused_peers",
-            "reclaimed_buffers", "failed_transfers", "lapsed_claims",
+            "reclaimed_buffers", "failed_transfers", "lapsed_claims", "pool_exhausted",
         )  # fmt: skip
 
         self.engine, self.rpc_port = start_engine(self.host, self.protocol, self.device_name)
@@ -324,7 +327,13 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             self._counters.add("timeouts" if exc.timed_out else "errors")
             logger.warning("MooncakeTransferEngineConnector: get of %r: %s", key, exc)
             return None, incoming is None  # a failed query is retried, a failed transfer is not
-        except (MemoryError, ValueError, SerializationError) as exc:
+        except MemoryError as exc:  # slices held for failed transfers come back in time: try again
+            self._counters.add("pool_exhausted")
+            if time.monotonic() >= self._pool_full_warned_at + POOL_FULL_WARN_EVERY_S:
+                self._pool_full_warned_at = time.monotonic()
+                logger.warning("MooncakeTransferEngineConnector: get of %r waits for room: %s", key, exc)
+            return None, True
+        except (ValueError, SerializationError) as exc:
             self._counters.add("errors")
             logger.error("MooncakeTransferEngineConnector: get of %r failed: %s", key, exc)
             return None, True
