@@ -59,14 +59,16 @@ class LocalDatasystemWorker:
     """
 
     def __init__(
-        self, process: subprocess.Popen[bytes], workdir: Path, host: str, port: int, metastore_address: str
+        self, command: list[str], env: dict[str, str], workdir: Path, host: str, port: int, metastore_address: str
     ) -> None:
-        self.process = process
+        self.command = command
+        self.env = env
         self.workdir = workdir
         self.host = host
         self.port = port
         self.metastore_address = metastore_address
         self.metastore_port = int(metastore_address.rsplit(":", 1)[1])
+        self.process = self._spawn("wb")
 
     @property
     def pid(self) -> int:
@@ -86,6 +88,7 @@ class LocalDatasystemWorker:
         metastore: str | None = None,
         launcher: Sequence[str] = (),
         flags: Mapping[str, str] | None = None,
+        l2_cache: bool = False,
     ) -> LocalDatasystemWorker:
         """Start a worker on a free port of ``host`` and wait for its ready file.
 
@@ -93,15 +96,19 @@ class LocalDatasystemWorker:
         port of ``host`` (about 6 s); with ``metastore="ip:port"`` it joins that
         metastore's cluster (about 1-2 s).  ``launcher`` prefixes the command (e.g.
         ``ip netns exec NS`` to start it on a test host); ``flags`` adds or
-        overrides worker flags.  A port taken between choosing and binding it is
-        retried with new ports.
+        overrides worker flags.  ``l2_cache`` gives it a second-level cache on disk
+        in its directory (``distributed_disk``), which values written with the
+        connector's ``write_mode: write_through`` survive a restart in.  A port
+        taken between choosing and binding it is retried with new ports.
         """
         error: WorkerStartError | None = None
         for _ in range(_START_ATTEMPTS):
             workdir = Path(tempfile.mkdtemp(prefix="omni-yuanrong-worker-"))
             try:
+                l2 = {"l2_cache_type": "distributed_disk", "distributed_disk_path": str(workdir / "l2")}
                 return cls._start_in(
-                    workdir, shared_memory_mb, ready_timeout_s, host, metastore, launcher, dict(flags or {})
+                    workdir, shared_memory_mb, ready_timeout_s, host, metastore, launcher,
+                    {**(l2 if l2_cache else {}), **(flags or {})},
                 )
             except WorkerStartError as exc:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -143,28 +150,40 @@ class LocalDatasystemWorker:
             **extra_flags,
         }
         env = {**os.environ, "HOME": str(workdir), "LD_LIBRARY_PATH": str(package / "lib")}
-        with open(workdir / "worker.out", "wb") as output:
-            process = subprocess.Popen(
-                [*launcher, str(binary), *(f"--{name}={value}" for name, value in flags.items())],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+        command = [*launcher, str(binary), *(f"--{name}={value}" for name, value in flags.items())]
+        worker = cls(command, env, workdir, host, port, metastore_address)
+        worker._wait_ready(ready_timeout_s)
+        return worker
+
+    def _spawn(self, mode: str) -> subprocess.Popen[bytes]:
+        (self.workdir / "probe" / "ready").unlink(missing_ok=True)  # a killed worker leaves it
+        with open(self.workdir / "worker.out", mode) as output:
+            return subprocess.Popen(
+                self.command, env=self.env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
-            )
-        worker = cls(process, workdir, host, port, metastore_address)
+            )  # fmt: skip
+
+    def _wait_ready(self, ready_timeout_s: float) -> None:
+        ready = self.workdir / "probe" / "ready"
         deadline = time.monotonic() + ready_timeout_s
         while not ready.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                reason = f"exited with code {process.returncode}" if process.poll() is not None else "never got ready"
-                worker.kill()
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                code = self.process.poll()
+                reason = f"exited with code {code}" if code is not None else "never got ready"
+                self.kill()
                 raise WorkerStartError(
-                    f"datasystem worker on {host}:{port} {reason} (waited up to {ready_timeout_s} s):\n"
-                    + worker.log_tail(),
-                    port_taken="Address already in use" in worker.log_tail(lines=0),
+                    f"datasystem worker on {self.endpoint} {reason} (waited up to {ready_timeout_s} s):\n"
+                    + self.log_tail(),
+                    port_taken="Address already in use" in self.log_tail(lines=0),
                 )
             time.sleep(0.2)
-        return worker
+
+    def restart(self, ready_timeout_s: float = 60.0) -> None:
+        """Start the worker again at the same address, with the same flags and directory (after :meth:`kill`)."""
+        if self.process.poll() is None:
+            raise RuntimeError(f"datasystem worker on {self.endpoint} is still running")
+        self.process = self._spawn("ab")
+        self._wait_ready(ready_timeout_s)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines (0: all) of the worker's console output and INFO log."""
