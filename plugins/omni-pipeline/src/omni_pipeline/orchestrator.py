@@ -96,6 +96,8 @@ class Run:
         self.outputs_sent: Counter[tuple[str, str]] = Counter()
         self.completed: set[tuple[str, str]] = set()
         self.finished: Counter[str] = Counter()
+        self.retired = bytearray(self.workload.requests)  # 1 once request i finished everywhere (its state dropped)
+        self.done = 0
         self.handled: Counter[tuple[str, int]] = Counter()
         self.rerouted = 0
         self.killed: ReplicaHandle | None = None
@@ -199,10 +201,10 @@ class Run:
     def drive(self, progress: bool = True) -> None:
         total, submitted, shown = self.workload.requests, 0, -1
         last_progress = time.monotonic()
-        while (done := sum(1 for n in self.finished.values() if n >= len(self.sinks))) < total:
+        while (done := self.done) < total:
             self._maybe_kill(done)
             while submitted < total and submitted - done < self.workload.in_flight:
-                self._submit(f"req-{submitted:06d}")
+                self._submit(_request_id(submitted))
                 submitted += 1
             live = {r.fileno(): r for r in self._all() if r not in self.dead}
             ready, _, _ = select.select(list(live), [], [], 1.0)
@@ -248,6 +250,8 @@ class Run:
         elif op == "done":
             self._complete(rid, replica.stage_id, replica)
             self.finished[rid] += 1
+            if self.finished[rid] >= len(self.sinks):
+                self._retire(rid)
         elif op == "lost" and (rid, edge) in self.producer and not self.producer[(rid, edge)].alive:
             self._resend(rid, edge)  # its producer died before this consumer read it
             self.rerouted += 1
@@ -283,7 +287,29 @@ class Run:
             self.completed.add((rid, stage))
             self.handled[(replica.stage_id, replica.replica_id)] += 1
 
+    def _retire(self, rid: str) -> None:
+        """``rid`` finished at every final stage: check each edge delivered it once, keep its figures, drop the rest
+        of its state (a long run's memory stays flat); a delivery arriving later is a duplicate."""
+        for edge in self.edges:
+            count = self.deliveries.pop((rid, edge), 0)
+            if count != 1:
+                self.problems.append(f"edge {edge[0]}->{edge[1]}: request {rid} delivered {count} times, "
+                                     "expected exactly once")
+            self.stats[edge].settle(rid)
+            for table in (self.expected, self.delivered_to, self.producer):
+                table.pop((rid, edge), None)
+        for stage in self.stage_ids:
+            self.owner.pop((rid, stage), None)
+            self.outputs_sent.pop((rid, stage), None)
+            self.completed.discard((rid, stage))
+        del self.finished[rid]
+        self.retired[_index(rid)] = 1
+        self.done += 1
+
     def _received(self, replica: ReplicaHandle, rid: str, edge: Edge, message: dict[str, Any]) -> None:
+        if self.retired[_index(rid)]:
+            self.problems.append(f"edge {edge[0]}->{edge[1]}: request {rid} delivered twice (after it finished)")
+            return
         sent = self.expected.get((rid, edge))
         self.deliveries[(rid, edge)] += 1
         self.delivered_to[(rid, edge)] = replica
@@ -296,7 +322,7 @@ class Run:
 
     # -- results ------------------------------------------------------------------------------
     def verify(self) -> None:
-        for rid in (f"req-{i:06d}" for i in range(self.workload.requests)):
+        for rid in (_request_id(i) for i in range(self.workload.requests) if not self.retired[i]):
             for edge in self.edges:
                 if self.deliveries[(rid, edge)] != 1:
                     raise RunFailed(
@@ -337,6 +363,14 @@ class Run:
             "every payload arrived intact, exactly once."
         )
         return "\n".join(lines)
+
+
+def _request_id(index: int) -> str:
+    return f"req-{index:06d}"
+
+
+def _index(request_id: str) -> int:
+    return int(request_id.removeprefix("req-"))
 
 
 def main(config_path: str, *, progress: bool = True, kill_stage: int | None = None, launcher: str | None = None) -> int:
