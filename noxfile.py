@@ -131,13 +131,18 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def reliability(session: nox.Session) -> None:
-    """Fault injection against real backends, fuzzing and resource limits; writes RELIABILITY.md.
+    """Fault injection against real backends, partitions across test hosts, fuzzing; writes RELIABILITY.md.
 
     `nox -s reliability -- --seed N` replays a campaign; raw results and fuzz findings go to reliability-results/.
+    `nox -s reliability -- soak [--requests N]` runs the soak instead (its section of RELIABILITY.md and a PNG).
     """
     _ensure_system_libs(session, "mooncake")
+    _ensure_system_libs(session, "multihost")
     session.install(TORCH)
     session.install("numpy", "hypothesis>=6", "atheris", CORE, *map(_spec, PLUGIN_DIR))
+    if session.posargs[:1] == ["soak"]:
+        session.run("python", "-m", "reliability", "soak", "--out", ".", *session.posargs[1:])
+        return
     session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 

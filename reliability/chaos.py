@@ -25,8 +25,6 @@ from .pipeline import Pipeline, Setup
 from .stage import StageProcess
 
 PHASES = ("put", "get", "idle")
-#: How long a consumer waits for a payload before it is declared not there.
-GET_TIMEOUT_S = 2.0
 #: Puts refused in a row (backend down) before a request is given up.
 MAX_PUT_ATTEMPTS = 20
 #: How long the stages get, after the last request, to release memory quarantined after failed transfers.
@@ -162,7 +160,7 @@ class ChaosRun:
         kill = self.plan.get(("get", i))
         index = self.pipeline.pick_consumer()
         consumer = self.pipeline.consumers[index]
-        command = {"op": "get", "key": key, "size": size, "metadata": metadata, "timeout": GET_TIMEOUT_S}
+        command = {"op": "get", "key": key, "size": size, "metadata": metadata, "timeout": self.setup.get_timeout_s}
         in_doubt = False
         started = time.monotonic()
         try:
@@ -242,9 +240,7 @@ class ChaosRun:
     def _leaks(self) -> Leaks:
         """Close everything, then count what is left; payloads still readable, and bytes the stages report
         holding (``setup.held``), count as pool bytes."""
-        reader = self.pipeline.consumers[0]
-        readable = [(key, size) for key, size in self._keys if reader.call({"op": "probe", "key": key}).get("found")]
-        held = self._held_after_quarantine()
+        readable, held = self._left_after_settling()
         pids = list(self.pipeline.pids) + [s.pid for s in self.setup.servers]
         ports = [p for s in self.setup.servers for p in s.ports]
         self._shutdown()
@@ -264,17 +260,22 @@ class ChaosRun:
                 for name, stage in stages.items() for health in [stage.call({"op": "health"})]
                 for field in self.setup.held}
 
-    def _held_after_quarantine(self) -> dict[str, int]:
-        """What the stages hold once quarantined memory had SETTLE_S to be released (the time it took is noted)."""
+    def _readable(self, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        reader = self.pipeline.consumers[0]
+        return [(key, size) for key, size in keys if reader.call({"op": "probe", "key": key}).get("found")]
+
+    def _left_after_settling(self) -> tuple[list[tuple[str, int]], dict[str, int]]:
+        """Payloads still readable and bytes the stages hold, once quarantined memory (and values a backend keeps
+        until their TTL) had SETTLE_S to be released; the time it took is noted."""
         started = time.monotonic()
-        held = self._held()
-        while any(held.values()) and time.monotonic() - started < SETTLE_S:
+        readable, held = self._readable(self._keys), self._held()
+        while (readable or any(held.values())) and time.monotonic() - started < SETTLE_S:
             time.sleep(0.5)
-            held = self._held()
+            readable, held = self._readable(readable), self._held()
         if time.monotonic() - started >= 1.0:
-            state = "still held" if any(held.values()) else "released"
+            state = "still held" if readable or any(held.values()) else "released"
             self.result.notes.append(f"pool bytes {state} {time.monotonic() - started:.0f} s after the last request")
-        return held
+        return readable, held
 
     def _shutdown(self) -> None:
         if self.pipeline is not None:

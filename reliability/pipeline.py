@@ -10,6 +10,9 @@ from typing import Any
 from .backends import Backend, CoordinatorServer
 from .stage import StageProcess
 
+#: How long a consumer waits for a payload before it is declared not there (unless the scenario's setup says).
+GET_TIMEOUT_S = 2.0
+
 
 @dataclass
 class Setup:
@@ -25,6 +28,7 @@ class Setup:
     coordinator: CoordinatorServer | None = None
     consumers: int = 1
     notes: list[str] = field(default_factory=list)
+    get_timeout_s: float = GET_TIMEOUT_S  # how long a consumer waits for a payload before it is declared not there
 
     def stop(self) -> None:
         for server in (self.coordinator, self.backend):

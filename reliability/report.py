@@ -7,8 +7,9 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from .chaos import GET_TIMEOUT_S, SETTLE_S, ScenarioResult
+from .chaos import SETTLE_S, ScenarioResult
 from .fuzz.runner import FuzzResult
+from .pipeline import GET_TIMEOUT_S
 
 #: Per-backend partition results, measured by tests/multihost (not by this campaign), included as written.
 PARTITIONS = Path(__file__).with_name("partitions")
@@ -27,7 +28,8 @@ _COLUMNS = """\
   process and server was closed or stopped; and pool bytes: at the end of the run, before closing, the bytes of this
   run's payloads the backend still holds plus what the stages' `health()` reports still in use or quarantined in
   their registered pools (a long-running stage would keep holding them), once memory that failed transfers may
-  still write had its quarantine to be released (up to {settle} s after the last request).  Goal: all 0."""
+  still write had its quarantine to be released and values a backend kept beyond their delete their TTL (up to
+  {settle} s after the last request).  Goal: all 0."""
 
 
 def render(
@@ -59,7 +61,15 @@ def render(
     if fuzz:
         lines += _fuzz_section(fuzz)
     lines += _partitions_section()
+    lines += _soak_section()
     return "\n".join(lines) + "\n"
+
+
+def _soak_section() -> list[str]:
+    """The soak's section as ``python -m reliability soak`` last wrote it (it is not part of this run)."""
+    from .soak_report import SECTION
+
+    return [SECTION.read_text().strip(), ""] if SECTION.is_file() else []
 
 
 def _partitions_section() -> list[str]:
