@@ -1,4 +1,4 @@
-"""A throwaway datasystem worker, for tests, benchmarks and local experiments.
+"""A throwaway datasystem worker, for tests, benchmarks and local experiments; and one on a test host.
 
 It runs the ``datasystem_worker`` binary shipped in the ``openyuanrong-datasystem``
 wheel directly (not through ``dscli``), on loopback by default, with its built-in
@@ -7,6 +7,9 @@ machines, every path inside one temporary directory (``HOME`` included, so nothi
 lands in ``~/datasystem``) and RocksDB's write-ahead log off.  Stop it with
 :meth:`LocalDatasystemWorker.stop` (SIGTERM, then SIGKILL), which also removes the
 directory.
+
+:class:`HostWorker` runs one on a test host (``omni_core.testing.hosts``), its Unix socket visible on that host
+only, so that clients on other test hosts talk TCP to it as clients on other machines do.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .backend import import_datasystem
 from .netutil import free_port
@@ -41,6 +45,10 @@ LEAN_FLAGS: dict[str, str] = {
     "log_monitor": "false",
 }
 _START_ATTEMPTS = 3
+#: Mount a private tmpfs on the socket directory ($0), then become the worker.
+_PRIVATE_SOCKETS = 'mkdir -p "$0" && mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && exec "$@"'
+#: Library timeouts of :meth:`HostWorker.kv_extra`: a host that does not answer shows up in seconds, not 60 s.
+CLIENT_TIMEOUTS = {"connect_timeout_ms": 2000, "req_timeout_ms": 2000}
 
 
 class WorkerStartError(RuntimeError):
@@ -214,3 +222,54 @@ class LocalDatasystemWorker:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class HostWorker:
+    """A datasystem worker on test host ``host``, its Unix socket visible on that host only.
+
+    A test host is a network namespace, but every process on the machine shares one filesystem: a client on
+    another test host would find the worker's Unix domain socket and map its shared memory, which no client on
+    another machine can.  So the socket directory is a tmpfs mounted in the worker's own mount namespace: only
+    processes started with :attr:`prefix` (inside the worker's mount and network namespaces) see it; any other
+    process talks TCP to it.  ``metastore=None`` starts the cluster's metastore with it; ``"ip:port"`` joins that
+    one.  ``host`` is an ``omni_core.testing.hosts.TestHost`` (its ``address`` and ``exec_prefix`` are used).
+    Needs root (``mount``, ``nsenter``).
+    """
+
+    def __init__(
+        self, host: Any, *, metastore: str | None = None, flags: dict[str, str] | None = None,
+        shared_memory_mb: int = 256, l2_cache: bool = False,
+    ) -> None:  # fmt: skip
+        self.host = host
+        self.sockets = tempfile.mkdtemp(prefix="omni-yr-uds-")
+        try:
+            self.worker = LocalDatasystemWorker.start(
+                shared_memory_mb=shared_memory_mb,
+                host=host.address,
+                metastore=metastore,
+                launcher=[*host.exec_prefix, "sh", "-c", _PRIVATE_SOCKETS, self.sockets],
+                flags={"unix_domain_socket_dir": self.sockets, **(flags or {})},
+                l2_cache=l2_cache,
+            )
+        except BaseException:
+            os.rmdir(self.sockets)
+            raise
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        return self.worker.host, self.worker.port
+
+    @property
+    def prefix(self) -> list[str]:
+        """Run a command on this worker's host: its network namespace and its mount namespace (the socket)."""
+        pid = self.worker.pid
+        return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", f"--net=/proc/{pid}/ns/net"]
+
+    def kv_extra(self, **overrides: Any) -> dict[str, Any]:
+        """``YuanrongConnector`` config for this worker (gets wait 200 ms; :data:`CLIENT_TIMEOUTS`)."""
+        host, port = self.endpoint
+        return {"host": host, "port": port, "get_sub_timeout_ms": 200, **CLIENT_TIMEOUTS, **overrides}
+
+    def stop(self) -> None:
+        self.worker.stop()
+        shutil.rmtree(self.sockets, ignore_errors=True)
