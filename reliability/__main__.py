@@ -23,6 +23,7 @@ from pathlib import Path
 from .chaos import ChaosRun, ScenarioResult
 from .fuzz import engines
 from .fuzz.runner import FuzzResult
+from .netsplit import PartitionRun
 from .report import render
 from .scenarios import SCENARIOS
 
@@ -59,9 +60,11 @@ def run_chaos(args: argparse.Namespace, seed: int) -> tuple[list[ScenarioResult]
     results, failures = [], []
     chosen = _select(args.scenarios, [s.slug for s in SCENARIOS])
     for scenario in (s for s in SCENARIOS if s.slug in chosen):
-        print(f"chaos: {scenario.slug} ({scenario.transport}, killing the {scenario.target})", file=sys.stderr)
+        verb = "cutting off the" if scenario.kind == "partition" else "killing the"
+        print(f"chaos: {scenario.slug} ({scenario.transport}, {verb} {scenario.target})", file=sys.stderr)
+        runner = PartitionRun if scenario.kind == "partition" else ChaosRun
         try:
-            results.append(ChaosRun(scenario, seed, args.requests, args.kills, args.window).run())
+            results.append(runner(scenario, seed, args.requests, args.kills, args.window).run())
         except Exception as exc:  # one broken scenario must not hide the others' figures
             failures.append(f"{scenario.slug}: {type(exc).__name__}: {exc}")
             print(f"  FAILED: {failures[-1]}", file=sys.stderr)
@@ -97,6 +100,9 @@ def problems(chaos: list[ScenarioResult], fuzz: list[FuzzResult]) -> list[str]:
             found.append(f"{r.slug}: {r.duplicates} duplicate(s), {r.corrupt} corrupt payload(s)")
         if r.leaks.total:
             found.append(f"{r.slug}: left behind {', '.join(r.leaks.details) or f'{r.leaks.pool_bytes} pool bytes'}")
+        for call, longest, bound in (("put", r.longest_put_s, r.put_bound_s), ("get", r.longest_get_s, r.get_bound_s)):
+            if bound is not None and longest > bound:
+                found.append(f"{r.slug}: a {call} took {longest:.2f} s, past its bound of {bound:g} s (it hung)")
     found += [f"fuzz {r.target} ({r.engine}): {f['problem']}" for r in fuzz for f in r.findings]
     return found
 

@@ -1,4 +1,5 @@
-"""Backend servers the chaos driver kills and restarts at the same address, as a supervisor would.
+"""Backend servers the chaos driver kills and restarts at the same address, as a supervisor would; each on
+127.0.0.1, or on a test host (``host``: an ``omni_core.testing.hosts.TestHost``) for the partition scenarios.
 
 - :class:`YuanrongWorker`: an openYuanrong datasystem worker (the plugin's ``LocalDatasystemWorker``), restarted
   on its own ports and directory;
@@ -13,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 from .stage import child_env
 
@@ -61,14 +63,15 @@ class YuanrongWorker(Backend):
 
     name = "Yuanrong worker"
 
-    def __init__(self, shared_memory_mb: int = 512, *, l2_cache: bool = False) -> None:
-        from omni_yuanrong.testing import LocalDatasystemWorker
+    def __init__(self, shared_memory_mb: int = 512, *, l2_cache: bool = False, host: Any = None) -> None:
+        from omni_yuanrong.testing import HostWorker, LocalDatasystemWorker
 
         self.head = LocalDatasystemWorker.start(shared_memory_mb=64) if l2_cache else None
-        self.worker = LocalDatasystemWorker.start(
-            shared_memory_mb=shared_memory_mb, l2_cache=l2_cache,
-            metastore=self.head.metastore_address if self.head is not None else None,
-        )  # fmt: skip
+        metastore = self.head.metastore_address if self.head is not None else None
+        self.on_host = HostWorker(host, shared_memory_mb=shared_memory_mb) if host is not None else None
+        self.worker = self.on_host.worker if self.on_host is not None else LocalDatasystemWorker.start(
+            shared_memory_mb=shared_memory_mb, l2_cache=l2_cache, metastore=metastore
+        )
         self.host, self.port = self.worker.host, self.worker.port
 
     @property
@@ -83,18 +86,20 @@ class YuanrongWorker(Backend):
         self.worker.restart()
 
     def stop(self) -> None:
-        self.worker.stop()
+        (self.on_host or self.worker).stop()
         if self.head is not None:
             self.head.stop()
 
 
 class CoordinatorServer(Backend):
-    """``python -m omni_coordinator.cli serve`` on 127.0.0.1; the first start picks free ports."""
+    """``python -m omni_coordinator.cli serve`` on 127.0.0.1 (or ``host``); the first start picks free ports."""
 
     name = "coordinator"
 
-    def __init__(self, heartbeat_timeout: float = 1.0) -> None:
+    def __init__(self, heartbeat_timeout: float = 1.0, host: Any = None) -> None:
         self.heartbeat_timeout = heartbeat_timeout
+        self.address = host.address if host is not None else "127.0.0.1"
+        self.prefix: list[str] = list(host.exec_prefix) if host is not None else []
         self.router_port = self.pub_port = 0
         self.restart()
 
@@ -104,16 +109,16 @@ class CoordinatorServer(Backend):
 
     @property
     def router(self) -> str:
-        return f"tcp://127.0.0.1:{self.router_port}"
+        return f"tcp://{self.address}:{self.router_port}"
 
     @property
     def pub(self) -> str:
-        return f"tcp://127.0.0.1:{self.pub_port}"
+        return f"tcp://{self.address}:{self.pub_port}"
 
     def restart(self) -> None:
         from omni_coordinator.cli import parse_announcement
 
-        command = [sys.executable, "-m", "omni_coordinator.cli", "serve", "--host", "127.0.0.1",
+        command = [*self.prefix, sys.executable, "-m", "omni_coordinator.cli", "serve", "--host", self.address,
                    "--router-port", str(self.router_port), "--pub-port", str(self.pub_port),
                    "--heartbeat-timeout", str(self.heartbeat_timeout)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=child_env())
@@ -132,15 +137,16 @@ class CoordinatorServer(Backend):
 
 
 class MooncakeMasterServer(Backend):
-    """The plugin's ``MooncakeMaster`` on 127.0.0.1 (metadata in its memory only), object leases of ``lease_ms``;
-    ``client_ttl_s``: how long a silent client keeps its segment (Mooncake's default 10 s)."""
+    """The plugin's ``MooncakeMaster`` on 127.0.0.1 or ``host`` (metadata in its memory only), object leases of
+    ``lease_ms``."""
 
     name = "Mooncake master"
 
-    def __init__(self, lease_ms: int = 200, client_ttl_s: int | None = None) -> None:
+    def __init__(self, lease_ms: int = 200, host: Any = None) -> None:
         from omni_mooncake.master import MooncakeMaster
 
-        self.master = MooncakeMaster(lease_ms=lease_ms, client_ttl_s=client_ttl_s).start()
+        where = {"host": host.address, "launcher": host.exec_prefix} if host is not None else {}
+        self.master = MooncakeMaster(lease_ms=lease_ms, **where).start()
 
     @property
     def process(self) -> subprocess.Popen[bytes]:

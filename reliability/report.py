@@ -56,8 +56,12 @@ def render(
     ]
     if failures:
         lines += ["**Scenarios that could not run:**", "", *(f"- {f}" for f in failures), ""]
-    if chaos:
-        lines += _chaos_section(chaos)
+    kills = [r for r in chaos if r.kind == "kill"]
+    cuts = [r for r in chaos if r.kind == "partition"]
+    if kills:
+        lines += _chaos_section(kills)
+    if cuts:
+        lines += _netsplit_section(cuts)
     if fuzz:
         lines += _fuzz_section(fuzz)
     lines += _partitions_section()
@@ -76,7 +80,64 @@ def _partitions_section() -> list[str]:
     sections = [path.read_text().strip() for path in sorted(PARTITIONS.glob("*.md"))]
     if not sections:
         return []
-    return ["## Partitions: a host cut off mid-transfer", "", *(f"{text}\n" for text in sections)]
+    return ["## Partitions: a host cut off mid-transfer (tests/multihost)", "", *(f"{text}\n" for text in sections)]
+
+
+def _cells(r: ScenarioResult) -> str:
+    """The columns every chaos table shares, from ``requests`` to ``left after``."""
+    recover = f"{statistics.median(r.recover_s):.2f} / {max(r.recover_s):.2f}" if r.recover_s else "-"
+    lk = r.leaks
+    lost = f"{r.lost} (by design)" if r.lost and r.loss_reason else str(r.lost)
+    doubt = f"{r.lost_in_doubt} (by design)" if r.lost_in_doubt and r.doubt_reason else str(r.lost_in_doubt)
+    left = f"{lk.shm_entries}, {lk.lock_files}, {lk.pool_bytes}, {lk.processes}, {lk.ports}"
+    return (f"{r.requests} | {r.acked} | {r.refused} | {r.delivered} | {lost} | {doubt} | {r.duplicates} "
+            f"| {r.corrupt} | {recover} | {left}")
+
+
+def _points(results: Sequence[ScenarioResult]) -> list[str]:
+    out = []
+    for r in results:
+        points = ", ".join(f"{k.request}:{k.phase}+{k.delay_ms:g}ms" + (f" for {k.duration_s:g}s" if k.duration_s
+                                                                        else "") for k in r.kills)
+        extra = "".join(f" {note}." for note in r.notes)
+        left = f" Left: {', '.join(r.leaks.details)}." if r.leaks.details else ""
+        out.append(f"- `{r.slug}` ({r.seconds:.0f} s): {points}.{extra}{left}")
+    return out
+
+
+def _netsplit_section(results: Sequence[ScenarioResult]) -> list[str]:
+    rows = [
+        "| scenario | cut off | cuts | requests | acked | refused | delivered | lost | lost (reader killed) | dup "
+        "| corrupt | recover p50 / max (s) | left after: /dev/shm, locks, pool bytes, processes, ports "
+        "| longest put / get (s) | bound put / get (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for r in results:
+        bounds = f"{r.put_bound_s:g} / {r.get_bound_s:g}" if r.put_bound_s and r.get_bound_s else "-"
+        rows.append(f"| {r.transport} | {r.target} | {len(r.kills)} | {_cells(r)} "
+                    f"| {r.longest_put_s:.2f} / {r.longest_get_s:.2f} | {bounds} |")
+    return [
+        "## Partitions across test hosts: a host cut off for 1-5 s during a put or a get",
+        "",
+        "Three test hosts (network namespaces on one bridge, `omni_core.testing.hosts`); the stages and servers run "
+        "on them as the scenario's name says, and the chaos takes the named host's link down for a seeded 1-5 s "
+        "(packets are lost, nothing is refused) during a put or a get, then heals it; nothing is restarted. Same "
+        "columns as above, except: a read that found nothing while the network was cut is tried once more after "
+        "it healed (lost: that failed too); **recover** runs from the heal until a request put after it was "
+        "acknowledged and read intact (for the coordinator's host: until a list it published after the heal named "
+        "every consumer replica); **longest put / get**: the longest call of the scenario, from the command to the "
+        "answer, against **bound**: what the connector's configured timeouts allow (a call past it hung). Ports of "
+        "servers on test hosts are checked through their processes (the hosts are removed afterwards).",
+        "",
+        *rows,
+        "",
+        "### Cuts",
+        "",
+        "`request:phase+delay for duration`.",
+        "",
+        *_points(results),
+        "",
+    ]
 
 
 def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
@@ -86,15 +147,7 @@ def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
-        recover = f"{statistics.median(r.recover_s):.2f} / {max(r.recover_s):.2f}" if r.recover_s else "-"
-        lk = r.leaks
-        lost = f"{r.lost} (by design)" if r.lost and r.loss_reason else str(r.lost)
-        doubt = f"{r.lost_in_doubt} (by design)" if r.lost_in_doubt and r.doubt_reason else str(r.lost_in_doubt)
-        rows.append(
-            f"| {r.transport} | {r.target} | {len(r.kills)} | {r.requests} | {r.acked} | {r.refused} | {r.delivered} "
-            f"| {lost} | {doubt} | {r.duplicates} | {r.corrupt} | {recover} "
-            f"| {lk.shm_entries}, {lk.lock_files}, {lk.pool_bytes}, {lk.processes}, {lk.ports} |"
-        )
+        rows.append(f"| {r.transport} | {r.target} | {len(r.kills)} | {_cells(r)} |")
     columns = _COLUMNS.format(timeout=GET_TIMEOUT_S, settle=f"{SETTLE_S:.0f}")
     out = ["## Chaos: SIGKILL during a two-stage pipeline", "", *rows, "", columns, ""]
     reasons = [(r, r.lost, r.loss_reason) for r in results if r.lost and r.loss_reason]
@@ -105,11 +158,7 @@ def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
         out.append("")
     out += ["### Kill points", "", "`request:phase+delay` (phase: during the put, during the read, or right after "
             "the put).", ""]
-    for r in results:
-        points = ", ".join(f"{k.request}:{k.phase}+{k.delay_ms:g}ms" for k in r.kills)
-        extra = "".join(f" {note}." for note in r.notes)
-        left = f" Left: {', '.join(r.leaks.details)}." if r.leaks.details else ""
-        out.append(f"- `{r.slug}` ({r.seconds:.0f} s): {points}.{extra}{left}")
+    out += _points(results)
     return [*out, ""]
 
 

@@ -1,4 +1,5 @@
-"""The chaos scenarios: each transport with each component it depends on killed, one scenario per target."""
+"""The chaos scenarios: each transport with each component it depends on killed, one scenario per target; then
+each cross-host transport with each host it depends on cut off (``reliability.netsplit``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import uuid
 
 from .backends import CoordinatorServer, MooncakeMasterServer, YuanrongWorker
 from .chaos import Scenario
+from .netsplit import partition_scenarios
 from .pipeline import Setup
 
 #: Short client timeouts, so a dead server shows up in seconds rather than the libraries' 60 s.
@@ -131,4 +133,5 @@ SCENARIOS: list[Scenario] = [
              doubt_reason=CONSUME_ONCE_DOUBT),
     Scenario("coordinator", "coordinator (2 consumer replicas, shared memory)", CoordinatorServer.name,
              _coordinated_shm),
+    *partition_scenarios(READ_THEN_DELETE_DOUBT),
 ]
