@@ -100,6 +100,8 @@ class Run:
         self.done = 0
         self.handled: Counter[tuple[str, int]] = Counter()
         self.rerouted = 0
+        self.recovering: dict[str, tuple[float, set[str]]] = {}  # dead replica -> (died at, its re-routed requests)
+        self.progress = False
         self.killed: ReplicaHandle | None = None
         self.problems: list[str] = []
 
@@ -181,11 +183,13 @@ class Run:
         """Re-route every request the dead replica had not finished (it is stopped for good first)."""
         dead.kill()  # a replica whose output ended is gone: make sure of it, and let its leftovers be reclaimed
         self.dead.add(dead)
+        rerouted: set[str] = set()
         for (rid, stage), owner in list(self.owner.items()):
             if owner is not dead or (rid, stage) in self.completed:
                 continue
             del self.owner[(rid, stage)]
             self.rerouted += 1
+            rerouted.add(rid)
             if stage in self.entry:
                 self._tell(self._route(rid, stage), {"op": "input", "request_id": rid})
                 continue
@@ -196,10 +200,27 @@ class Run:
                     self.stats[edge].samples.pop(rid, None)
                 if (rid, edge) in self.expected:
                     self._resend(rid, edge)
+        self._say(f"{dead.label} is gone; {len(rerouted)} unfinished request(s) re-routed")
+        self.recovering[dead.label] = (time.monotonic(), rerouted)
+        self._check_recovered()
+
+    def _check_recovered(self, rid: str | None = None) -> None:
+        """Say when every request re-routed from a dead replica has finished (``rid`` just did)."""
+        for label, (died, rids) in list(self.recovering.items()):
+            rids.discard(rid or "")
+            if not rids:
+                del self.recovering[label]
+                self._say(f"every request re-routed from {label} finished {time.monotonic() - died:.2f} s after it "
+                          "was found gone")
+
+    def _say(self, line: str) -> None:
+        """An event of the run on stderr, on its own line (below the progress bar)."""
+        sys.stderr.write(("\n" if self.progress else "") + f"omni run: {line}\n")
 
     # -- the event loop -------------------------------------------------------------------
     def drive(self, progress: bool = True) -> None:
         total, submitted, shown = self.workload.requests, 0, -1
+        self.progress = progress
         last_progress = time.monotonic()
         while (done := self.done) < total:
             self._maybe_kill(done)
@@ -305,6 +326,8 @@ class Run:
         del self.finished[rid]
         self.retired[_index(rid)] = 1
         self.done += 1
+        if self.recovering:
+            self._check_recovered(rid)
 
     def _received(self, replica: ReplicaHandle, rid: str, edge: Edge, message: dict[str, Any]) -> None:
         if self.retired[_index(rid)]:
