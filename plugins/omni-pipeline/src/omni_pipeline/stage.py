@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 import warnings
-from typing import Any
+from typing import Any, TextIO
 
 from omni_core import (
     ConnectorKVPipe,
@@ -37,10 +38,21 @@ from omni_core import (
 
 from .workload import Workload, kv_cache, stage_output
 
+#: Where the JSON lines go: the process's original stdout, taken by :func:`_take_stdout`.
+_channel: TextIO = sys.stdout
+
+
+def _take_stdout() -> None:
+    """Keep the original stdout for the JSON lines alone; fd 1 (``print``, libraries such as Ray, which prints
+    cluster events on a driver's stdout) goes to stderr from now on, so nothing else ever lands between them."""
+    global _channel
+    _channel = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
 
 def _say(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    _channel.write(json.dumps(message) + "\n")
+    _channel.flush()
 
 
 class StageWorker:
@@ -200,6 +212,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--coordinator", nargs=2, metavar=("NAME", "ADDRESS"), help="register with this coordinator")
     parser.add_argument("--address", default="", help="this replica's address in the coordinator's list")
     args = parser.parse_args(argv)
+    _take_stdout()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # close the connectors on the way out
     try:
         worker = StageWorker(args.config, args.stage_id, args.coordinator, args.address)
