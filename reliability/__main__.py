@@ -24,8 +24,11 @@ from .chaos import ChaosRun, ScenarioResult
 from .fuzz import engines
 from .fuzz.runner import FuzzResult
 from .netsplit import PartitionRun
+from .raynode import RayNodeRun
 from .report import render
 from .scenarios import SCENARIOS
+
+RUNNERS = {"kill": ChaosRun, "partition": PartitionRun, "ray-node": RayNodeRun}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,9 +63,9 @@ def run_chaos(args: argparse.Namespace, seed: int) -> tuple[list[ScenarioResult]
     results, failures = [], []
     chosen = _select(args.scenarios, [s.slug for s in SCENARIOS])
     for scenario in (s for s in SCENARIOS if s.slug in chosen):
-        verb = "cutting off the" if scenario.kind == "partition" else "killing the"
+        verb = {"partition": "cutting off the", "ray-node": "killing"}.get(scenario.kind, "killing the")
         print(f"chaos: {scenario.slug} ({scenario.transport}, {verb} {scenario.target})", file=sys.stderr)
-        runner = PartitionRun if scenario.kind == "partition" else ChaosRun
+        runner = RUNNERS[scenario.kind]
         try:
             results.append(runner(scenario, seed, args.requests, args.kills, args.window).run())
         except Exception as exc:  # one broken scenario must not hide the others' figures
@@ -102,7 +105,8 @@ def problems(chaos: list[ScenarioResult], fuzz: list[FuzzResult]) -> list[str]:
             found.append(f"{r.slug}: left behind {', '.join(r.leaks.details) or f'{r.leaks.pool_bytes} pool bytes'}")
         for call, longest, bound in (("put", r.longest_put_s, r.put_bound_s), ("get", r.longest_get_s, r.get_bound_s)):
             if bound is not None and longest > bound:
-                found.append(f"{r.slug}: a {call} took {longest:.2f} s, past its bound of {bound:g} s (it hung)")
+                what = "the run went on after its kill" if r.kind == "ray-node" else f"a {call} took"
+                found.append(f"{r.slug}: {what} {longest:.2f} s, past its bound of {bound:g} s (it hung)")
     found += [f"fuzz {r.target} ({r.engine}): {f['problem']}" for r in fuzz for f in r.findings]
     return found
 

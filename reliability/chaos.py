@@ -59,10 +59,11 @@ class Scenario:
     slug: str
     transport: str
     target: str  # "producer", "consumer", or the name of a server (setup.backend / setup.coordinator)
-    setup: Callable[[], Setup]
+    setup: Callable[[], Any]  # a Setup (a Ray cluster for "ray-node")
     loss_reason: str = ""  # why this backend cannot promise acknowledged payloads survive this kill, if so
     doubt_reason: str = ""  # why a payload whose reader was killed mid-read is not read again, if so
-    kind: str = "kill"  # "kill": SIGKILL and restart the target; "partition": cut the target host off a while
+    kind: str = "kill"  # "kill": SIGKILL and restart the target; "partition": cut the target host off a while;
+    # "ray-node": kill a Ray node during omni run (reliability.raynode)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class ScenarioResult:
     loss_reason: str = ""
     doubt_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    lost_keys: list[str] = field(default_factory=list)  # results.json only
     kind: str = "kill"
     longest_put_s: float = 0.0  # the longest put and get calls (a partition scenario's bounds: setup.*_bound_s)
     longest_get_s: float = 0.0
@@ -108,7 +110,7 @@ class ChaosRun:
                                      sorted(self.plan.values(), key=lambda k: k.request),
                                      loss_reason=scenario.loss_reason, doubt_reason=scenario.doubt_reason,
                                      kind=scenario.kind)  # fmt: skip
-        self.setup = scenario.setup()
+        self.setup: Setup = scenario.setup()
         self.result.put_bound_s, self.result.get_bound_s = self.setup.put_bound_s, self.setup.get_bound_s
         self._lock = threading.Lock()  # _unrecovered: partitions heal on a timer thread
         self.probe = LeakProbe(self.setup.namespace)
@@ -194,12 +196,13 @@ class ChaosRun:
         if not in_doubt:
             self.result.longest_get_s = max(self.result.longest_get_s, time.monotonic() - started)
         if not answer.get("found") and self._read_again(answer, in_doubt, started):  # now that all is back up
-            answer = self.pipeline.consumers[index].call(command)
+            answer = self._reread(index, command)
         if not answer.get("found"):
             if in_doubt:
                 self.result.lost_in_doubt += 1
             else:
                 self.result.lost += 1
+            self.result.lost_keys.append(key)
             return
         if not answer.get("intact"):
             self.result.corrupt += 1
@@ -212,6 +215,10 @@ class ChaosRun:
     def _read_again(self, answer: dict[str, Any], in_doubt: bool, started: float) -> bool:
         """Whether a read that found nothing is tried once more: its reader was killed, or it failed."""
         return in_doubt or bool(answer.get("error"))
+
+    def _reread(self, index: int, command: dict[str, Any]) -> dict[str, Any]:
+        """The read tried again (by consumer ``index``)."""
+        return self.pipeline.consumers[index].call(command)
 
     # -- the chaos ----------------------------------------------------------------------------
     def _before_strike(self) -> None:

@@ -2,9 +2,10 @@
 (``omni_core.testing.hosts``), and a host cut off for 1-5 s (seeded) during a put or a get instead of a kill.
 
 A partition takes the host's link down (packets lost, nothing refused) and a timer heals it; nothing is restarted.
-A read that found nothing while the network was cut is tried once more after it healed: an acknowledged payload
-is lost only if that fails too.  Recovery is the time from the heal until a request put after it was acknowledged
-and read intact (for the coordinator's host: until a list it published after the heal names every consumer).
+A read that found nothing while the network was cut is read again once it healed, for up to :data:`REREAD_S` (the
+clients reconnect to their servers meanwhile): an acknowledged payload is lost only if that fails too.  Recovery
+is the time from the heal until a request put after it was acknowledged and read intact (for the coordinator's
+host: until a list it published after the heal names every consumer).
 Each put and get is timed: the longest must stay within the connector's configured bounds (``Setup.*_bound_s``),
 else a call hung.
 """
@@ -34,6 +35,11 @@ YUANRONG_REQ_S = YUANRONG_TIMEOUTS["req_timeout_ms"] / 1000
 #: A TransferEngine receiver gives up a pull whose sender left a probe unanswered for 1 s (probes every 1 s).
 TE_SILENCE_S = 2.0
 MOONCAKE_ENV = {"MC_TRANSFER_TIMEOUT": "5"}
+#: How long after a heal a read that found nothing during the cut is tried again.
+REREAD_S = 10.0
+#: The openYuanrong worker deletes values this long after their put: a put given up during a cut may still be
+#: stored once the network heals, after its retry was read and deleted.
+YUANRONG_TTL_S = 30
 
 
 def plan_partitions(seed: int, scenario: str, requests: int, count: int) -> list[KillPoint]:
@@ -95,6 +101,13 @@ class PartitionRun(ChaosRun):
             self._wait_healed()
             return True
         return super()._read_again(answer, in_doubt, started)
+
+    def _reread(self, index: int, command: dict[str, Any]) -> dict[str, Any]:
+        """Read again until found, for up to :data:`REREAD_S`."""
+        deadline = time.monotonic() + REREAD_S
+        while not (answer := super()._reread(index, command)).get("found") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return answer
 
     def _wait_for_coordinator(self, limit_s: float = 15.0) -> None:
         self._wait_healed()
@@ -158,9 +171,13 @@ def _yuanrong(cut: str) -> Setup:
 
     def build(hosts: Any) -> Setup:
         worker = YuanrongWorker(shared_memory_mb=512, host=hosts.host(1))
-        extra = {"host": worker.host, "port": worker.port, "get_sub_timeout_ms": 0, **YUANRONG_TIMEOUTS}
+        extra = {"host": worker.host, "port": worker.port, "get_sub_timeout_ms": 0, "ttl_seconds": YUANRONG_TTL_S,
+                 **YUANRONG_TIMEOUTS}
         places = {"producer": hosts.host(2), "consumer": hosts.host(3)}
         return Setup({"name": "YuanrongConnector", "extra": extra}, consume="cleanup", backend=worker, hosts=hosts,
+                     notes=[f"`ttl_seconds: {YUANRONG_TTL_S}`: a put that timed out during a cut may be stored once it "
+                            "heals, after its retry was read and deleted (openyuanrong-datasystem 0.8.1 sends what it "
+                            "queued); the worker deletes it at its TTL"],
                      places=places, cut={"worker": hosts.host(1), **places}[cut],
                      put_bound_s=2 * YUANRONG_REQ_S + SLACK_S, get_bound_s=GET_TIMEOUT_S + YUANRONG_REQ_S + SLACK_S)
 

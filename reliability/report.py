@@ -58,10 +58,13 @@ def render(
         lines += ["**Scenarios that could not run:**", "", *(f"- {f}" for f in failures), ""]
     kills = [r for r in chaos if r.kind == "kill"]
     cuts = [r for r in chaos if r.kind == "partition"]
+    nodes = [r for r in chaos if r.kind == "ray-node"]
     if kills:
         lines += _chaos_section(kills)
     if cuts:
         lines += _netsplit_section(cuts)
+    if nodes:
+        lines += _ray_node_section(nodes)
     if fuzz:
         lines += _fuzz_section(fuzz)
     lines += _partitions_section()
@@ -106,6 +109,8 @@ def _points(results: Sequence[ScenarioResult]) -> list[str]:
 
 
 def _netsplit_section(results: Sequence[ScenarioResult]) -> list[str]:
+    from .netsplit import REREAD_S
+
     rows = [
         "| scenario | cut off | cuts | requests | acked | refused | delivered | lost | lost (reader killed) | dup "
         "| corrupt | recover p50 / max (s) | left after: /dev/shm, locks, pool bytes, processes, ports "
@@ -122,8 +127,9 @@ def _netsplit_section(results: Sequence[ScenarioResult]) -> list[str]:
         "Three test hosts (network namespaces on one bridge, `omni_core.testing.hosts`); the stages and servers run "
         "on them as the scenario's name says, and the chaos takes the named host's link down for a seeded 1-5 s "
         "(packets are lost, nothing is refused) during a put or a get, then heals it; nothing is restarted. Same "
-        "columns as above, except: a read that found nothing while the network was cut is tried once more after "
-        "it healed (lost: that failed too); **recover** runs from the heal until a request put after it was "
+        "columns as above, except: a read that found nothing while the network was cut is read again after it "
+        f"healed, for up to {REREAD_S:.0f} s (the clients reconnect meanwhile; lost: that failed too); "
+        "**recover** runs from the heal until a request put after it was "
         "acknowledged and read intact (for the coordinator's host: until a list it published after the heal named "
         "every consumer replica); **longest put / get**: the longest call of the scenario, from the command to the "
         "answer, against **bound**: what the connector's configured timeouts allow (a call past it hung). Ports of "
@@ -134,6 +140,39 @@ def _netsplit_section(results: Sequence[ScenarioResult]) -> list[str]:
         "### Cuts",
         "",
         "`request:phase+delay for duration`.",
+        "",
+        *_points(results),
+        "",
+    ]
+
+
+def _ray_node_section(results: Sequence[ScenarioResult]) -> list[str]:
+    from .raynode import HANG_S
+
+    rows = [
+        "| scenario | killed | kills | requests | acked | refused | delivered | lost | lost (reader killed) | dup "
+        "| corrupt | recover p50 / max (s) | left after: /dev/shm, locks, pool bytes, processes, ports "
+        "| longest run after its kill (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    rows += [f"| {r.transport} | {r.target} | {len(r.kills)} | {_cells(r)} | {r.longest_get_s:.1f} |" for r in results]
+    return [
+        "## A Ray node killed during `omni run --launcher ray`",
+        "",
+        "A Ray cluster on three test hosts (`omni_ray.testing.RayTestCluster`); `omni run` drives the Ray example "
+        "from host 1 with its thinker and vocoder there and a talker replica on each worker node (hosts 2 and 3), and "
+        "one worker node's raylet is SIGKILLed after a seeded number of requests finished (its talker and its "
+        "payload owner die with it). `omni run` does not replace a dead replica, so each kill has a run of its own and "
+        "the node is started again between runs. Same columns as the first table, except: **acked** and "
+        "**delivered** are what `omni run` verified (every payload put, each read intact exactly once, or the run "
+        "fails naming the request; it retries no put, so **refused** is 0 unless a run failed); **recover** runs from "
+        "the kill until `omni run` said every request re-routed from the dead talker had finished; **left after** "
+        "counts, as processes, stage processes still alive and replica actors, placement groups and payload owners "
+        f"still in the cluster 30 s after each run; a run still going {HANG_S:.0f} s after its kill hung.",
+        "",
+        *rows,
+        "",
+        "`request:node` (the kill after that many requests of the run had finished).",
         "",
         *_points(results),
         "",

@@ -1,5 +1,6 @@
 """The chaos scenarios: each transport with each component it depends on killed, one scenario per target; then
-each cross-host transport with each host it depends on cut off (``reliability.netsplit``)."""
+each cross-host transport with each host it depends on cut off (``reliability.netsplit``); then a Ray node killed
+during ``omni run --launcher ray`` (``reliability.raynode``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from .backends import CoordinatorServer, MooncakeMasterServer, YuanrongWorker
 from .chaos import Scenario
 from .netsplit import partition_scenarios
 from .pipeline import Setup
+from .raynode import ray_cluster
 
 #: Short client timeouts, so a dead server shows up in seconds rather than the libraries' 60 s.
 _CLIENT_TIMEOUTS = {"connect_timeout_ms": 2000, "req_timeout_ms": 2000}
@@ -134,4 +136,6 @@ SCENARIOS: list[Scenario] = [
     Scenario("coordinator", "coordinator (2 consumer replicas, shared memory)", CoordinatorServer.name,
              _coordinated_shm),
     *partition_scenarios(READ_THEN_DELETE_DOUBT),
+    Scenario("ray-node", "omni run --launcher ray (RayConnector, a talker replica per worker node)",
+             "a worker node (its raylet)", ray_cluster, kind="ray-node"),
 ]

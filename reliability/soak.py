@@ -29,6 +29,7 @@ from .stage import child_env
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "thinker_talker_vocoder.yaml"
 _PROGRESS = re.compile(rb"(\d+)/(\d+) requests")
+_EVENT = b"omni run: "
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def run_soak(settings: SoakSettings) -> SoakResult:
             [sys.executable, "-m", "omni_core.cli.main", "run", str(config)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(),
         )  # fmt: skip
-        progress = _Progress(process)
+        progress = RunOutput(process)
         stages: set[int] = set()
         try:
             while process.poll() is None:
@@ -124,13 +125,15 @@ def run_soak(settings: SoakSettings) -> SoakResult:
     return result
 
 
-class _Progress:
-    """Reads the run's stdout (its report) and stderr (the progress bar: requests done) on threads."""
+class RunOutput:
+    """Reads an ``omni run``'s stdout (its report) and stderr (the progress bar: requests done; its events, each
+    ``(time.monotonic() when read, the line after "omni run: ")``) on threads."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.done = 0
         self.stdout = b""
         self.stderr_tail = b""
+        self.events: list[tuple[float, str]] = []
         assert process.stdout is not None and process.stderr is not None
         self._threads = [threading.Thread(target=self._read_progress, args=(process.stderr,), daemon=True),
                          threading.Thread(target=self._read_report, args=(process.stdout,), daemon=True)]
@@ -138,11 +141,15 @@ class _Progress:
             thread.start()
 
     def _read_progress(self, stream: Any) -> None:
+        pending = b""
         while chunk := stream.read1(1 << 16):
             self.stderr_tail = (self.stderr_tail + chunk)[-4000:]
             found = _PROGRESS.findall(chunk)
             if found:
                 self.done = int(found[-1][0])
+            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+            self.events += [(time.monotonic(), line[len(_EVENT):].decode(errors="replace"))
+                            for line in lines if line.startswith(_EVENT)]  # fmt: skip
 
     def _read_report(self, stream: Any) -> None:
         self.stdout = stream.read()

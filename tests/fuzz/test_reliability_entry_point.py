@@ -61,3 +61,11 @@ def test_the_soak_samples_a_run_and_writes_its_section_and_plot(tmp_path: Path) 
     assert "| RSS, orchestrator |" in report and "Left after it exited: 0 stage processes, 0 `/dev/shm`" in report
     assert (tmp_path / "results" / "samples.png").stat().st_size > 0
     assert (tmp_path / "results" / "soak.md").read_text() in report
+
+
+def test_ray_node_kills_are_seeded_one_per_run_on_a_worker_node() -> None:
+    from reliability.raynode import plan_node_kills
+
+    plan = plan_node_kills(5, "ray-node", 200, 5)
+    assert plan == plan_node_kills(5, "ray-node", 200, 5) != plan_node_kills(6, "ray-node", 200, 5)
+    assert len(plan) == 5 and all(20 <= k.request < 140 and k.phase in ("node 2", "node 3") for k in plan)
