@@ -16,10 +16,6 @@ from .raynode import ray_cluster
 _CLIENT_TIMEOUTS = {"connect_timeout_ms": 2000, "req_timeout_ms": 2000}
 _MiB = 1 << 20
 
-SHM_PRODUCER_LOSS = (
-    "a payload lives in its producer's slab; a dead producer's slabs are swept (and its unread payloads "
-    "withdrawn) by the next connector that starts or sweeps, here the restarted producer"
-)
 CONSUME_ONCE_DOUBT = (
     "reads are consume-once: the killed reader had already taken the payload (shared memory: its claim removes the "
     "key entry; TransferEngine: the sender frees it once pulled), and a consume-once payload is never handed to a "
@@ -113,7 +109,7 @@ def _coordinated_shm() -> Setup:
 
 
 SCENARIOS: list[Scenario] = [
-    Scenario("shm-producer", "shared memory", "producer", _shm, SHM_PRODUCER_LOSS),
+    Scenario("shm-producer", "shared memory", "producer", _shm),
     Scenario("shm-consumer", "shared memory", "consumer", _shm, doubt_reason=CONSUME_ONCE_DOUBT),
     Scenario("yuanrong-producer", "openYuanrong KV", "producer", _yuanrong),
     Scenario("yuanrong-consumer", "openYuanrong KV", "consumer", _yuanrong, doubt_reason=READ_THEN_DELETE_DOUBT),
