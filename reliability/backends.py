@@ -1,23 +1,20 @@
-"""Backend servers the chaos driver kills and restarts at the same address, as a supervisor would.
+"""Backend servers the chaos driver kills and restarts at the same address, as a supervisor would; each on
+127.0.0.1, or on a test host (``host``: an ``omni_core.testing.hosts.TestHost``) for the partition scenarios.
 
-- :class:`YuanrongWorker`: an openYuanrong datasystem worker (the plugin's ``LocalDatasystemWorker`` settings),
-  restarted on its own ports and directory;
+- :class:`YuanrongWorker`: an openYuanrong datasystem worker (the plugin's ``LocalDatasystemWorker``), restarted
+  on its own ports and directory;
 - :class:`CoordinatorServer`: ``omni coordinator serve`` in a child process, restarted on its own ports;
-- :class:`MooncakeMasterServer`: a ``mooncake_master`` (the plugin's ``MooncakeMaster`` flags), restarted on its
-  own ports.
+- :class:`MooncakeMasterServer`: a ``mooncake_master`` (the plugin's ``MooncakeMaster``), restarted on its own
+  ports.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
+from typing import Any
 
 from .stage import child_env
 
@@ -57,66 +54,52 @@ class Backend:
 
 
 class YuanrongWorker(Backend):
-    """A datasystem worker with its built-in metastore on 127.0.0.1 (data lives in its memory only)."""
+    """A datasystem worker (the plugin's ``LocalDatasystemWorker``) on 127.0.0.1, the one the stages use.
+
+    Alone it runs its cluster's metastore, and its data lives in its memory only. With ``l2_cache`` it joins
+    the metastore of a second worker that is never killed (as a cluster's etcd or head node outlives one
+    worker) and keeps a write-through copy of every value in its second-level cache on disk.
+    """
 
     name = "Yuanrong worker"
 
-    def __init__(self, shared_memory_mb: int = 512) -> None:
-        from omni_yuanrong.testing import LocalDatasystemWorker
+    def __init__(self, shared_memory_mb: int = 512, *, l2_cache: bool = False, host: Any = None) -> None:
+        from omni_yuanrong.testing import HostWorker, LocalDatasystemWorker
 
-        self._shared_memory_mb = shared_memory_mb
-        first = LocalDatasystemWorker.start(shared_memory_mb=shared_memory_mb)
-        self.host, self.port, self.metastore_port = first.host, first.port, first.metastore_port
-        self.workdir = first.workdir
-        self.process = first.process
+        self.head = LocalDatasystemWorker.start(shared_memory_mb=64) if l2_cache else None
+        metastore = self.head.metastore_address if self.head is not None else None
+        self.on_host = HostWorker(host, shared_memory_mb=shared_memory_mb) if host is not None else None
+        self.worker = self.on_host.worker if self.on_host is not None else LocalDatasystemWorker.start(
+            shared_memory_mb=shared_memory_mb, l2_cache=l2_cache, metastore=metastore
+        )
+        self.host, self.port = self.worker.host, self.worker.port
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.worker.process
 
     @property
     def ports(self) -> list[int]:
-        return [self.port, self.metastore_port]
+        return [self.port, self.worker.metastore_port]
 
-    def restart(self, ready_timeout_s: float = 60.0) -> None:
-        from omni_yuanrong.backend import import_datasystem
-        from omni_yuanrong.testing import LEAN_FLAGS
-
-        package = Path(import_datasystem().__file__ or "").parent
-        ready = self.workdir / "probe" / "ready"
-        ready.unlink(missing_ok=True)
-        flags = {
-            "worker_address": f"{self.host}:{self.port}",
-            "metastore_address": f"{self.host}:{self.metastore_port}",
-            "start_metastore_service": "true",
-            "shared_memory_size_mb": str(self._shared_memory_mb),
-            **LEAN_FLAGS,
-            "log_dir": str(self.workdir / "logs"),
-            "rocksdb_store_dir": str(self.workdir / "rocksdb"),
-            "unix_domain_socket_dir": str(self.workdir / "uds"),
-            "ready_check_path": str(ready),
-            "health_check_path": str(self.workdir / "probe" / "healthy"),
-        }
-        env = {**os.environ, "HOME": str(self.workdir), "LD_LIBRARY_PATH": str(package / "lib")}
-        with open(self.workdir / "worker.out", "ab") as output:
-            self.process = subprocess.Popen(
-                [str(package / "datasystem_worker"), *(f"--{k}={v}" for k, v in flags.items())],
-                env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        deadline = time.monotonic() + ready_timeout_s
-        while not ready.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Yuanrong worker did not restart on port {self.port}")
-            time.sleep(0.05)
+    def restart(self) -> None:
+        self.worker.restart()
 
     def stop(self) -> None:
-        super().stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        (self.on_host or self.worker).stop()
+        if self.head is not None:
+            self.head.stop()
 
 
 class CoordinatorServer(Backend):
-    """``python -m omni_coordinator.cli serve`` on 127.0.0.1; the first start picks free ports."""
+    """``python -m omni_coordinator.cli serve`` on 127.0.0.1 (or ``host``); the first start picks free ports."""
 
     name = "coordinator"
 
-    def __init__(self, heartbeat_timeout: float = 1.0) -> None:
+    def __init__(self, heartbeat_timeout: float = 1.0, host: Any = None) -> None:
         self.heartbeat_timeout = heartbeat_timeout
+        self.address = host.address if host is not None else "127.0.0.1"
+        self.prefix: list[str] = list(host.exec_prefix) if host is not None else []
         self.router_port = self.pub_port = 0
         self.restart()
 
@@ -126,16 +109,16 @@ class CoordinatorServer(Backend):
 
     @property
     def router(self) -> str:
-        return f"tcp://127.0.0.1:{self.router_port}"
+        return f"tcp://{self.address}:{self.router_port}"
 
     @property
     def pub(self) -> str:
-        return f"tcp://127.0.0.1:{self.pub_port}"
+        return f"tcp://{self.address}:{self.pub_port}"
 
     def restart(self) -> None:
         from omni_coordinator.cli import parse_announcement
 
-        command = [sys.executable, "-m", "omni_coordinator.cli", "serve", "--host", "127.0.0.1",
+        command = [*self.prefix, sys.executable, "-m", "omni_coordinator.cli", "serve", "--host", self.address,
                    "--router-port", str(self.router_port), "--pub-port", str(self.pub_port),
                    "--heartbeat-timeout", str(self.heartbeat_timeout)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=child_env())
@@ -154,48 +137,33 @@ class CoordinatorServer(Backend):
 
 
 class MooncakeMasterServer(Backend):
-    """``mooncake_master`` on 127.0.0.1 (metadata in its memory only), object leases of ``lease_ms``."""
+    """The plugin's ``MooncakeMaster`` on 127.0.0.1 or ``host`` (metadata in its memory only), object leases of
+    ``lease_ms``."""
 
     name = "Mooncake master"
 
-    def __init__(self, lease_ms: int = 200) -> None:
-        from omni_mooncake.master import INSTALL, free_port, master_binary
+    def __init__(self, lease_ms: int = 200, host: Any = None) -> None:
+        from omni_mooncake.master import MooncakeMaster
 
-        binary = master_binary()
-        if binary is None:
-            raise FileNotFoundError(f"mooncake_master is not installed: {INSTALL}")
-        self.binary = binary
-        self.lease_ms = lease_ms
-        self.rpc_port, self.metrics_port = free_port(), free_port()
-        self.log = tempfile.TemporaryFile()
-        self.restart()
+        where = {"host": host.address, "launcher": host.exec_prefix} if host is not None else {}
+        self.master = MooncakeMaster(lease_ms=lease_ms, **where).start()
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.master.proc is not None
+        return self.master.proc
 
     @property
     def ports(self) -> list[int]:
-        return [self.rpc_port, self.metrics_port]
+        return [self.master.rpc_port, self.master.metrics_port]
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.rpc_port}"
+        return self.master.address
 
-    def restart(self, ready_timeout_s: float = 30.0) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--rpc_address=127.0.0.1", f"--rpc_port={self.rpc_port}", "--metrics_host=127.0.0.1",
-             f"--metrics_port={self.metrics_port}", "--enable_metric_reporting=false", "--minloglevel=1",
-             f"--default_kv_lease_ttl={self.lease_ms}"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mooncake_master did not (re)start on port {self.rpc_port}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
+    def restart(self) -> None:
+        self.master.restart()
 
     def stop(self) -> None:
-        super().stop()
-        self.log.close()
+        self.master.stop()
+        self.master.log.close()

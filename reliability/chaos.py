@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,8 +26,6 @@ from .pipeline import Pipeline, Setup
 from .stage import StageProcess
 
 PHASES = ("put", "get", "idle")
-#: How long a consumer waits for a payload before it is declared not there.
-GET_TIMEOUT_S = 2.0
 #: Puts refused in a row (backend down) before a request is given up.
 MAX_PUT_ATTEMPTS = 20
 #: How long the stages get, after the last request, to release memory quarantined after failed transfers.
@@ -37,11 +36,13 @@ _LARGE = 5 << 20  # above the Yuanrong connector's 4 MiB switch to its zero-copy
 
 @dataclass(frozen=True)
 class KillPoint:
-    """Where the chaos strikes: during ``phase`` of request ``request``, ``delay_ms`` after the command."""
+    """Where the chaos strikes: during ``phase`` of request ``request``, ``delay_ms`` after the command (for a
+    partition: for ``duration_s``)."""
 
     request: int
     phase: str
     delay_ms: float
+    duration_s: float = 0.0
 
 
 def plan_kills(seed: int, scenario: str, requests: int, kills: int) -> list[KillPoint]:
@@ -58,9 +59,11 @@ class Scenario:
     slug: str
     transport: str
     target: str  # "producer", "consumer", or the name of a server (setup.backend / setup.coordinator)
-    setup: Callable[[], Setup]
+    setup: Callable[[], Any]  # a Setup (a Ray cluster for "ray-node")
     loss_reason: str = ""  # why this backend cannot promise acknowledged payloads survive this kill, if so
     doubt_reason: str = ""  # why a payload whose reader was killed mid-read is not read again, if so
+    kind: str = "kill"  # "kill": SIGKILL and restart the target; "partition": cut the target host off a while;
+    # "ray-node": kill a Ray node during omni run (reliability.raynode)
 
 
 @dataclass
@@ -86,6 +89,12 @@ class ScenarioResult:
     loss_reason: str = ""
     doubt_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    lost_keys: list[str] = field(default_factory=list)  # results.json only
+    kind: str = "kill"
+    longest_put_s: float = 0.0  # the longest put and get calls (a partition scenario's bounds: setup.*_bound_s)
+    longest_get_s: float = 0.0
+    put_bound_s: float | None = None
+    get_bound_s: float | None = None
 
 
 class ChaosRun:
@@ -94,18 +103,24 @@ class ChaosRun:
     def __init__(self, scenario: Scenario, seed: int, requests: int, kills: int, window: int) -> None:
         self.scenario = scenario
         self.window = window
-        self.plan = {(k.phase, k.request): k for k in plan_kills(seed, scenario.slug, requests, kills)}
+        self.plan = {(k.phase, k.request): k for k in self.make_plan(seed, requests, kills)}
         rng = random.Random(f"{seed}/{scenario.slug}/sizes")
         self.sizes = [_LARGE if rng.random() < 0.01 else rng.choice(_SIZES) for _ in range(requests)]
         self.result = ScenarioResult(scenario.slug, scenario.transport, scenario.target, seed, requests,
                                      sorted(self.plan.values(), key=lambda k: k.request),
-                                     loss_reason=scenario.loss_reason, doubt_reason=scenario.doubt_reason)
-        self.setup = scenario.setup()
+                                     loss_reason=scenario.loss_reason, doubt_reason=scenario.doubt_reason,
+                                     kind=scenario.kind)  # fmt: skip
+        self.setup: Setup = scenario.setup()
+        self.result.put_bound_s, self.result.get_bound_s = self.setup.put_bound_s, self.setup.get_bound_s
+        self._lock = threading.Lock()  # _unrecovered: partitions heal on a timer thread
         self.probe = LeakProbe(self.setup.namespace)
         self.pipeline = Pipeline(self.setup)
         self._unrecovered: list[tuple[float, Any]] = []  # (kill time, coordinator epoch then)
         self._keys: list[tuple[str, int]] = []
         self._put_times: dict[int, tuple[float, float]] = {}  # request -> (put sent, put acknowledged)
+
+    def make_plan(self, seed: int, requests: int, count: int) -> list[KillPoint]:
+        return plan_kills(seed, self.scenario.slug, requests, count)
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> ScenarioResult:
@@ -135,6 +150,8 @@ class ChaosRun:
     def _put(self, i: int, key: str, size: int) -> tuple[bool, Any]:
         """Put request ``i`` until acknowledged; ``(True, metadata)``, or ``(False, None)`` if refused every time."""
         kill = self.plan.get(("put", i))
+        if kill is not None:
+            self._before_strike()
         for _ in range(MAX_PUT_ATTEMPTS):
             producer = self.pipeline.producer
             sent = time.monotonic()
@@ -147,6 +164,7 @@ class ChaosRun:
             except ChildGone:  # the producer died mid-put: withdraw whatever it may have published, put again
                 self.pipeline.producer.call({"op": "cleanup", "key": key})
                 continue
+            self.result.longest_put_s = max(self.result.longest_put_s, time.monotonic() - sent)
             if answer.get("ok"):
                 self.result.acked += 1
                 self._put_times[i] = (sent, time.monotonic())
@@ -160,9 +178,11 @@ class ChaosRun:
         """Read request ``i`` and tally the outcome; a consumer killed mid-read leaves the payload in doubt."""
         size = self.sizes[i]
         kill = self.plan.get(("get", i))
+        if kill is not None:
+            self._before_strike()
         index = self.pipeline.pick_consumer()
         consumer = self.pipeline.consumers[index]
-        command = {"op": "get", "key": key, "size": size, "metadata": metadata, "timeout": GET_TIMEOUT_S}
+        command = {"op": "get", "key": key, "size": size, "metadata": metadata, "timeout": self.setup.get_timeout_s}
         in_doubt = False
         started = time.monotonic()
         try:
@@ -173,13 +193,16 @@ class ChaosRun:
         except ChildGone:
             in_doubt = True
             answer = {"found": False}
-        if not answer.get("found") and (in_doubt or answer.get("error")):  # once more, now that all is back up
-            answer = self.pipeline.consumers[index].call(command)
+        if not in_doubt:
+            self.result.longest_get_s = max(self.result.longest_get_s, time.monotonic() - started)
+        if not answer.get("found") and self._read_again(answer, in_doubt, started):  # now that all is back up
+            answer = self._reread(index, command)
         if not answer.get("found"):
             if in_doubt:
                 self.result.lost_in_doubt += 1
             else:
                 self.result.lost += 1
+            self.result.lost_keys.append(key)
             return
         if not answer.get("intact"):
             self.result.corrupt += 1
@@ -189,7 +212,18 @@ class ChaosRun:
         if self.pipeline.consumers[index].call({"op": "probe", "key": key, "metadata": metadata}).get("found"):
             self.result.duplicates += 1
 
+    def _read_again(self, answer: dict[str, Any], in_doubt: bool, started: float) -> bool:
+        """Whether a read that found nothing is tried once more: its reader was killed, or it failed."""
+        return in_doubt or bool(answer.get("error"))
+
+    def _reread(self, index: int, command: dict[str, Any]) -> dict[str, Any]:
+        """The read tried again (by consumer ``index``)."""
+        return self.pipeline.consumers[index].call(command)
+
     # -- the chaos ----------------------------------------------------------------------------
+    def _before_strike(self) -> None:
+        """Called before the command a strike is planned in is sent."""
+
     def _strike(self, kill: KillPoint, busy: StageProcess | None) -> None:
         """Wait the kill point's delay, SIGKILL the scenario's target, restart it."""
         time.sleep(kill.delay_ms / 1000)
@@ -206,45 +240,55 @@ class ChaosRun:
             server = next(s for s in self.setup.servers if s.name == target)
             server.kill()
             server.restart()
-        self._unrecovered.append((killed_at, epoch))
+        with self._lock:
+            self._unrecovered.append((killed_at, epoch))
 
     def _recovered_by_delivery(self, i: int, read_s: float) -> None:
         """Request ``i``, put after a kill and now read intact, ends that kill's recovery: the time from the kill
         to its acknowledgement plus its read (waiting out reads of payloads lost in the kill is not counted)."""
-        if self.setup.coordinator is not None and self.scenario.target == self.setup.coordinator.name:
+        if self.strikes_coordinator:
             return
         sent, acked = self._put_times[i]
-        recovered = [(killed_at, epoch) for killed_at, epoch in self._unrecovered if killed_at <= sent]
+        with self._lock:
+            recovered = [(killed_at, epoch) for killed_at, epoch in self._unrecovered if killed_at <= sent]
+            self._unrecovered = [k for k in self._unrecovered if k not in recovered]
         self.result.recover_s += [acked - killed_at + read_s for killed_at, _ in recovered]
-        self._unrecovered = [k for k in self._unrecovered if k not in recovered]
+
+    @property
+    def strikes_coordinator(self) -> bool:
+        """Whether the chaos hits the coordinator (recovery is then its list, not a delivery)."""
+        return self.setup.coordinator is not None and self.scenario.target == self.setup.coordinator.name
+
+    def _coordinator_recovered(self, marker: Any) -> bool:
+        """A killed coordinator has recovered once its successor (another epoch than ``marker``) lists every
+        consumer replica again."""
+        return bool(self.pipeline.coordinator_lists_all(marker))
 
     def _check_coordinator_recovery(self) -> None:
-        """A killed coordinator has recovered once its successor lists every consumer replica again."""
-        if self.setup.coordinator is None or self.scenario.target != self.setup.coordinator.name:
+        if not self.strikes_coordinator:
             return
-        still = []
-        for killed_at, epoch in self._unrecovered:
-            if self.pipeline.coordinator_lists_all(epoch):
-                self.result.recover_s.append(time.monotonic() - killed_at)
-            else:
-                still.append((killed_at, epoch))
-        self._unrecovered = still
+        with self._lock:
+            still = []
+            for struck_at, marker in self._unrecovered:
+                if self._coordinator_recovered(marker):
+                    self.result.recover_s.append(time.monotonic() - struck_at)
+                else:
+                    still.append((struck_at, marker))
+            self._unrecovered = still
 
     def _wait_for_coordinator(self, limit_s: float = 15.0) -> None:
         deadline = time.monotonic() + limit_s
         while self._unrecovered and time.monotonic() < deadline:
             time.sleep(0.05)
             self._check_coordinator_recovery()
-        if self._unrecovered and self.setup.coordinator is not None:
-            self.result.notes.append(f"{len(self._unrecovered)} coordinator kill(s) not recovered within {limit_s} s")
+        if self._unrecovered and self.strikes_coordinator:
+            self.result.notes.append(f"{len(self._unrecovered)} coordinator strike(s) not recovered within {limit_s} s")
 
     # -- afterwards --------------------------------------------------------------------------
     def _leaks(self) -> Leaks:
         """Close everything, then count what is left; payloads still readable, and bytes the stages report
         holding (``setup.held``), count as pool bytes."""
-        reader = self.pipeline.consumers[0]
-        readable = [(key, size) for key, size in self._keys if reader.call({"op": "probe", "key": key}).get("found")]
-        held = self._held_after_quarantine()
+        readable, held = self._left_after_settling()
         pids = list(self.pipeline.pids) + [s.pid for s in self.setup.servers]
         ports = [p for s in self.setup.servers for p in s.ports]
         self._shutdown()
@@ -264,17 +308,22 @@ class ChaosRun:
                 for name, stage in stages.items() for health in [stage.call({"op": "health"})]
                 for field in self.setup.held}
 
-    def _held_after_quarantine(self) -> dict[str, int]:
-        """What the stages hold once quarantined memory had SETTLE_S to be released (the time it took is noted)."""
+    def _readable(self, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        reader = self.pipeline.consumers[0]
+        return [(key, size) for key, size in keys if reader.call({"op": "probe", "key": key}).get("found")]
+
+    def _left_after_settling(self) -> tuple[list[tuple[str, int]], dict[str, int]]:
+        """Payloads still readable and bytes the stages hold, once quarantined memory (and values a backend keeps
+        until their TTL) had SETTLE_S to be released; the time it took is noted."""
         started = time.monotonic()
-        held = self._held()
-        while any(held.values()) and time.monotonic() - started < SETTLE_S:
+        readable, held = self._readable(self._keys), self._held()
+        while (readable or any(held.values())) and time.monotonic() - started < SETTLE_S:
             time.sleep(0.5)
-            held = self._held()
+            readable, held = self._readable(readable), self._held()
         if time.monotonic() - started >= 1.0:
-            state = "still held" if any(held.values()) else "released"
+            state = "still held" if readable or any(held.values()) else "released"
             self.result.notes.append(f"pool bytes {state} {time.monotonic() - started:.0f} s after the last request")
-        return held
+        return readable, held
 
     def _shutdown(self) -> None:
         if self.pipeline is not None:

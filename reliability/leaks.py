@@ -41,7 +41,7 @@ class LeakProbe:
         """Everything new in /dev/shm that is ours, new lock files, live ``pids``, ``ports`` still listening."""
         shm = sorted(name for name in set(os.listdir(SHM)) - self._shm_before if self._ours(name))
         locks = sorted(_lock_files() - self._locks_before)
-        alive = [pid for pid in pids if _alive(pid)]
+        alive = [pid for pid in pids if process_alive(pid)]
         listening = sorted(set(ports) & _listening_ports())
         details = [f"/dev/shm/{n}" for n in shm] + locks
         details += [f"pid {p}" for p in alive] + [f"port {p}" for p in listening]
@@ -75,7 +75,7 @@ def _lock_files() -> set[str]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")

@@ -10,6 +10,9 @@ from typing import Any
 from .backends import Backend, CoordinatorServer
 from .stage import StageProcess
 
+#: How long a consumer waits for a payload before it is declared not there (unless the scenario's setup says).
+GET_TIMEOUT_S = 2.0
+
 
 @dataclass
 class Setup:
@@ -25,11 +28,21 @@ class Setup:
     coordinator: CoordinatorServer | None = None
     consumers: int = 1
     notes: list[str] = field(default_factory=list)
+    get_timeout_s: float = GET_TIMEOUT_S  # how long a consumer waits for a payload before it is declared not there
+    # partitions across test hosts: the hosts, where the producer and the consumers run, the host cut off, and the
+    # longest a put and a get may take by the connector's configured bounds (a call past it hung)
+    hosts: Any = None
+    places: dict[str, Any] = field(default_factory=dict)  # "producer" / "consumer" -> TestHost
+    cut: Any = None
+    put_bound_s: float | None = None
+    get_bound_s: float | None = None
 
     def stop(self) -> None:
         for server in (self.coordinator, self.backend):
             if server is not None:
                 server.stop()
+        if self.hosts is not None:
+            self.hosts.close()
 
     @property
     def servers(self) -> list[Backend]:
@@ -57,7 +70,8 @@ class Pipeline:
         if self.setup.coordinator is not None:
             config["coordinator"] = {"router": self.setup.coordinator.router, "stage_id": stage,
                                      "address": f"stage-{stage}/replica-{replica}"}
-        process = StageProcess(config, env=self.setup.env)
+        place = self.setup.places.get("consumer" if stage == 1 else "producer")
+        process = StageProcess(config, env=self.setup.env, prefix=place.exec_prefix if place is not None else [])
         self.pids.append(process.pid)
         return process
 
@@ -78,10 +92,12 @@ class Pipeline:
             return next(self._turn) % len(self.consumers)
         return int(listed[next(self._turn) % len(listed)].rsplit("-", 1)[1])
 
-    def coordinator_lists_all(self, epoch_before: int | None) -> bool:
-        """True once a coordinator run other than ``epoch_before`` lists every consumer replica."""
+    def coordinator_lists_all(self, epoch_before: int | None, after: float = 0.0) -> bool:
+        """True once a coordinator run other than ``epoch_before`` (or, with ``after``, a list the coordinator
+        published after that ``time.time()``) lists every consumer replica."""
         current = self.hub.get_replicas_for_stage(1)
-        return current.epoch != epoch_before and len(current.replicas) == len(self.consumers)
+        fresh = current.timestamp > after if after else current.epoch != epoch_before
+        return fresh and len(current.replicas) == len(self.consumers)
 
     def close(self) -> None:
         for process in [self.producer, *self.consumers]:

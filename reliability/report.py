@@ -7,8 +7,9 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from .chaos import GET_TIMEOUT_S, SETTLE_S, ScenarioResult
+from .chaos import SETTLE_S, ScenarioResult
 from .fuzz.runner import FuzzResult
+from .pipeline import GET_TIMEOUT_S
 
 #: Per-backend partition results, measured by tests/multihost (not by this campaign), included as written.
 PARTITIONS = Path(__file__).with_name("partitions")
@@ -27,7 +28,8 @@ _COLUMNS = """\
   process and server was closed or stopped; and pool bytes: at the end of the run, before closing, the bytes of this
   run's payloads the backend still holds plus what the stages' `health()` reports still in use or quarantined in
   their registered pools (a long-running stage would keep holding them), once memory that failed transfers may
-  still write had its quarantine to be released (up to {settle} s after the last request).  Goal: all 0."""
+  still write had its quarantine to be released and values a backend kept beyond their delete their TTL (up to
+  {settle} s after the last request).  Goal: all 0."""
 
 
 def render(
@@ -54,19 +56,127 @@ def render(
     ]
     if failures:
         lines += ["**Scenarios that could not run:**", "", *(f"- {f}" for f in failures), ""]
-    if chaos:
-        lines += _chaos_section(chaos)
+    kills = [r for r in chaos if r.kind == "kill"]
+    cuts = [r for r in chaos if r.kind == "partition"]
+    nodes = [r for r in chaos if r.kind == "ray-node"]
+    if kills:
+        lines += _chaos_section(kills)
+    if cuts:
+        lines += _netsplit_section(cuts)
+    if nodes:
+        lines += _ray_node_section(nodes)
     if fuzz:
         lines += _fuzz_section(fuzz)
     lines += _partitions_section()
+    lines += _soak_section()
     return "\n".join(lines) + "\n"
+
+
+def _soak_section() -> list[str]:
+    """The soak's section as ``python -m reliability soak`` last wrote it (it is not part of this run)."""
+    from .soak_report import SECTION
+
+    return [SECTION.read_text().strip(), ""] if SECTION.is_file() else []
 
 
 def _partitions_section() -> list[str]:
     sections = [path.read_text().strip() for path in sorted(PARTITIONS.glob("*.md"))]
     if not sections:
         return []
-    return ["## Partitions: a host cut off mid-transfer", "", *(f"{text}\n" for text in sections)]
+    return ["## Partitions: a host cut off mid-transfer (tests/multihost)", "", *(f"{text}\n" for text in sections)]
+
+
+def _cells(r: ScenarioResult) -> str:
+    """The columns every chaos table shares, from ``requests`` to ``left after``."""
+    recover = f"{statistics.median(r.recover_s):.2f} / {max(r.recover_s):.2f}" if r.recover_s else "-"
+    lk = r.leaks
+    lost = f"{r.lost} (by design)" if r.lost and r.loss_reason else str(r.lost)
+    doubt = f"{r.lost_in_doubt} (by design)" if r.lost_in_doubt and r.doubt_reason else str(r.lost_in_doubt)
+    left = f"{lk.shm_entries}, {lk.lock_files}, {lk.pool_bytes}, {lk.processes}, {lk.ports}"
+    return (f"{r.requests} | {r.acked} | {r.refused} | {r.delivered} | {lost} | {doubt} | {r.duplicates} "
+            f"| {r.corrupt} | {recover} | {left}")
+
+
+def _points(results: Sequence[ScenarioResult]) -> list[str]:
+    out = []
+    for r in results:
+        points = ", ".join(f"{k.request}:{k.phase}+{k.delay_ms:g}ms" + (f" for {k.duration_s:g}s" if k.duration_s
+                                                                        else "") for k in r.kills)
+        extra = "".join(f" {note}." for note in r.notes)
+        left = f" Left: {', '.join(r.leaks.details)}." if r.leaks.details else ""
+        out.append(f"- `{r.slug}` ({r.seconds:.0f} s): {points}.{extra}{left}")
+    return out
+
+
+def _netsplit_section(results: Sequence[ScenarioResult]) -> list[str]:
+    from .netsplit import REREAD_S
+
+    rows = [
+        "| scenario | cut off | cuts | requests | acked | refused | delivered | lost | lost (reader killed) | dup "
+        "| corrupt | recover p50 / max (s) | left after: /dev/shm, locks, pool bytes, processes, ports "
+        "| longest put / get (s) | bound put / get (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for r in results:
+        bounds = f"{r.put_bound_s:g} / {r.get_bound_s:g}" if r.put_bound_s and r.get_bound_s else "-"
+        rows.append(f"| {r.transport} | {r.target} | {len(r.kills)} | {_cells(r)} "
+                    f"| {r.longest_put_s:.2f} / {r.longest_get_s:.2f} | {bounds} |")
+    return [
+        "## Partitions across test hosts: a host cut off for 1-5 s during a put or a get",
+        "",
+        "Three test hosts (network namespaces on one bridge, `omni_core.testing.hosts`); the stages and servers run "
+        "on them as the scenario's name says, and the chaos takes the named host's link down for a seeded 1-5 s "
+        "(packets are lost, nothing is refused) during a put or a get, then heals it; nothing is restarted. Same "
+        "columns as above, except: a read that found nothing while the network was cut is read again after it "
+        f"healed, for up to {REREAD_S:.0f} s (the clients reconnect meanwhile; lost: that failed too); "
+        "**recover** runs from the heal until a request put after it was "
+        "acknowledged and read intact (for the coordinator's host: until a list it published after the heal named "
+        "every consumer replica); **longest put / get**: the longest call of the scenario, from the command to the "
+        "answer, against **bound**: what the connector's configured timeouts allow (a call past it hung). Ports of "
+        "servers on test hosts are checked through their processes (the hosts are removed afterwards).",
+        "",
+        *rows,
+        "",
+        "### Cuts",
+        "",
+        "`request:phase+delay for duration`.",
+        "",
+        *_points(results),
+        "",
+    ]
+
+
+def _ray_node_section(results: Sequence[ScenarioResult]) -> list[str]:
+    from .raynode import HANG_S
+
+    rows = [
+        "| scenario | killed | kills | requests | acked | refused | delivered | lost | lost (reader killed) | dup "
+        "| corrupt | recover p50 / max (s) | left after: /dev/shm, locks, pool bytes, processes, ports "
+        "| longest run after its kill (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    rows += [f"| {r.transport} | {r.target} | {len(r.kills)} | {_cells(r)} | {r.longest_get_s:.1f} |" for r in results]
+    return [
+        "## A Ray node killed during `omni run --launcher ray`",
+        "",
+        "A Ray cluster on three test hosts (`omni_ray.testing.RayTestCluster`); `omni run` drives the Ray example "
+        "from host 1 with its thinker and vocoder there and a talker replica on each worker node (hosts 2 and 3), and "
+        "one worker node's raylet is SIGKILLed after a seeded number of requests finished (its talker and its "
+        "payload owner die with it). `omni run` does not replace a dead replica, so each kill has a run of its own and "
+        "the node is started again between runs. Same columns as the first table, except: **acked** and "
+        "**delivered** are what `omni run` verified (every payload put, each read intact exactly once, or the run "
+        "fails naming the request; it retries no put, so **refused** is 0 unless a run failed); **recover** runs from "
+        "the kill until `omni run` said every request re-routed from the dead talker had finished; **left after** "
+        "counts, as processes, stage processes still alive and replica actors, placement groups and payload owners "
+        f"still in the cluster 30 s after each run; a run still going {HANG_S:.0f} s after its kill hung.",
+        "",
+        *rows,
+        "",
+        "`request:node` (the kill after that many requests of the run had finished).",
+        "",
+        *_points(results),
+        "",
+    ]
 
 
 def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
@@ -76,15 +186,7 @@ def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
-        recover = f"{statistics.median(r.recover_s):.2f} / {max(r.recover_s):.2f}" if r.recover_s else "-"
-        lk = r.leaks
-        lost = f"{r.lost} (by design)" if r.lost and r.loss_reason else str(r.lost)
-        doubt = f"{r.lost_in_doubt} (by design)" if r.lost_in_doubt and r.doubt_reason else str(r.lost_in_doubt)
-        rows.append(
-            f"| {r.transport} | {r.target} | {len(r.kills)} | {r.requests} | {r.acked} | {r.refused} | {r.delivered} "
-            f"| {lost} | {doubt} | {r.duplicates} | {r.corrupt} | {recover} "
-            f"| {lk.shm_entries}, {lk.lock_files}, {lk.pool_bytes}, {lk.processes}, {lk.ports} |"
-        )
+        rows.append(f"| {r.transport} | {r.target} | {len(r.kills)} | {_cells(r)} |")
     columns = _COLUMNS.format(timeout=GET_TIMEOUT_S, settle=f"{SETTLE_S:.0f}")
     out = ["## Chaos: SIGKILL during a two-stage pipeline", "", *rows, "", columns, ""]
     reasons = [(r, r.lost, r.loss_reason) for r in results if r.lost and r.loss_reason]
@@ -95,11 +197,7 @@ def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
         out.append("")
     out += ["### Kill points", "", "`request:phase+delay` (phase: during the put, during the read, or right after "
             "the put).", ""]
-    for r in results:
-        points = ", ".join(f"{k.request}:{k.phase}+{k.delay_ms:g}ms" for k in r.kills)
-        extra = "".join(f" {note}." for note in r.notes)
-        left = f" Left: {', '.join(r.leaks.details)}." if r.leaks.details else ""
-        out.append(f"- `{r.slug}` ({r.seconds:.0f} s): {points}.{extra}{left}")
+    out += _points(results)
     return [*out, ""]
 
 

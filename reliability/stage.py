@@ -21,6 +21,9 @@ def child_env() -> dict[str, str]:
 class StageProcess(JsonLinesChild):
     """One ``python -m reliability.child`` process."""
 
-    def __init__(self, config: dict[str, Any], timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "reliability.child", json.dumps(config)]
+    def __init__(
+        self, config: dict[str, Any], timeout: float = 60.0, env: dict[str, str] | None = None, prefix: list[str] = ()
+    ) -> None:  # fmt: skip
+        """``prefix`` runs it elsewhere (a test host's ``ip netns exec NAME``)."""
+        command = [*prefix, sys.executable, "-m", "reliability.child", json.dumps(config)]
         super().__init__(command, timeout=timeout, env={**child_env(), **(env or {})})

@@ -19,6 +19,10 @@ def test_replica_killed_mid_run_loses_nothing() -> None:
     assert done.returncode == 0, done.stderr
     assert all(row[0] == "30" for row in edge_rows(done.stdout).values())
     assert re.search(r"killed stage 1 replica 0 .*re-routed; the coordinator dropped it", done.stdout)
+    # the events on stderr: the replica found gone, then the end of its re-routed work (the recovery time)
+    assert re.search(r"omni run: stage 1 replica 0 \(.*\) is gone; \d+ unfinished request\(s\) re-routed\n"
+                     r"(.*\n)*omni run: every request re-routed from stage 1 replica 0 \(.*\) finished [\d.]+ s after",
+                     done.stderr), done.stderr
     rows = replica_rows(done.stdout)
     talkers = {label: handled for label, (_, handled) in rows.items() if label.startswith("stage 1")}
     assert len(talkers) == 3 and sum(talkers.values()) == 30

@@ -1,12 +1,5 @@
-"""openYuanrong on test hosts: a datasystem worker per host and connector processes on a host.
-
-A test host is a network namespace (``omni_core.testing.hosts``), but every process on
-this machine shares one filesystem: a client on "host 2" would find host 1's worker's
-Unix domain socket and map its shared memory, which no client on another machine can.
-So each worker's socket directory is a tmpfs mounted in the worker's own mount
-namespace: only processes started *on its host* (:meth:`HostWorker.prefix`: inside the
-worker's mount and network namespaces) see it; any other process talks TCP to it, as a
-client on another machine does.
+"""openYuanrong on test hosts: connector processes on a host (the workers: ``omni_yuanrong.testing.HostWorker``,
+their Unix socket visible on their own host only, so any other process talks TCP to them).
 
 Run as a script, this module is a connector child: a JSON-lines loop (parent side:
 :class:`StageProcess`) that, unlike ``omni_core.remote``, answers a connector's errors
@@ -18,63 +11,16 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from omni_core.remote import JsonLinesChild
-from omni_core.testing.hosts import TestHost
-from omni_yuanrong.testing import LocalDatasystemWorker
+from omni_yuanrong.testing import CLIENT_TIMEOUTS, HostWorker
 
+__all__ = ["CLIENT_TIMEOUTS", "HostWorker", "StageProcess"]
 PLUGIN_TESTS = Path(__file__).resolve().parents[2] / "plugins" / "omni-yuanrong" / "tests"
-#: Mount a private tmpfs on the socket directory ($0), then become the worker.
-_PRIVATE_SOCKETS = 'mkdir -p "$0" && mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && exec "$@"'
-#: Library timeouts for test clients: a host that does not answer shows up in seconds, not the library's 60 s.
-CLIENT_TIMEOUTS = {"connect_timeout_ms": 2000, "req_timeout_ms": 2000}
-
-
-class HostWorker:
-    """A datasystem worker on test host ``host``, its Unix socket visible on that host only.
-
-    ``metastore=None`` starts the cluster's metastore with it; ``"ip:port"`` joins that one.
-    """
-
-    def __init__(self, host: TestHost, *, metastore: str | None = None, flags: dict[str, str] | None = None) -> None:
-        self.host = host
-        self.sockets = tempfile.mkdtemp(prefix="omni-yr-uds-")
-        try:
-            self.worker = LocalDatasystemWorker.start(
-                shared_memory_mb=256,
-                host=host.address,
-                metastore=metastore,
-                launcher=[*host.exec_prefix, "sh", "-c", _PRIVATE_SOCKETS, self.sockets],
-                flags={"unix_domain_socket_dir": self.sockets, **(flags or {})},
-            )
-        except BaseException:
-            os.rmdir(self.sockets)
-            raise
-
-    @property
-    def endpoint(self) -> tuple[str, int]:
-        return self.worker.host, self.worker.port
-
-    @property
-    def prefix(self) -> list[str]:
-        """Run a command on this worker's host: its network namespace and its mount namespace (the socket)."""
-        pid = self.worker.pid
-        return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", f"--net=/proc/{pid}/ns/net"]
-
-    def kv_extra(self, **overrides: Any) -> dict[str, Any]:
-        """``YuanrongConnector`` config for this worker."""
-        host, port = self.endpoint
-        return {"host": host, "port": port, "get_sub_timeout_ms": 200, **CLIENT_TIMEOUTS, **overrides}
-
-    def stop(self) -> None:
-        self.worker.stop()
-        shutil.rmtree(self.sockets, ignore_errors=True)
 
 
 class StageProcess(JsonLinesChild):

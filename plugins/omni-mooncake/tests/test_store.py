@@ -276,3 +276,63 @@ def test_failed_calls_hand_their_local_buffer_back(mooncake_available: None) -> 
         owner.kill()
         client.close()
         own.stop()
+
+
+@pytest.mark.timeout(120)
+def test_two_replicas_lose_nothing_when_a_client_is_killed(mooncake_available: None) -> None:
+    """``replica_num: 2``: a client holding one replica of every object is SIGKILLed right after its puts; every
+    acknowledged payload is still read intact from the other (a read that picks the dead replica is tried again
+    until the master drops the dead client: ``client_ttl``)."""
+    own = MooncakeMaster(client_ttl_s=2).start()
+    writer = ConnectorProcess(NAME, store_extra(own, segment=64 * MiB, localbuf=8 * MiB, replica_num=2))
+    keeper = ConnectorProcess(NAME, store_extra(own, segment=64 * MiB, localbuf=8 * MiB))
+    reader = MooncakeStoreConnector(store_extra(own, segment=0, localbuf=16 * MiB, quarantine_s=1.0))
+    try:
+        specs = {new_key(f"kept{i}"): ({"tensor_bytes": 2 * MiB, "seed": i} if i % 2 else {"kind": "tensor_in_dict"})
+                 for i in range(12)}  # fmt: skip
+        metadata = {}
+        for key, spec in specs.items():
+            answer = writer.put(key, spec)
+            assert answer["ok"], answer
+            metadata[key] = answer["metadata"]
+        store_client, _ = reader._open()  # the store's own view: one replica is in the writer's segment
+        assert all(store_client.replicas(reader._make_key(key, *EDGE)) == 2 for key in specs)
+        writer.kill()
+        for key, spec in specs.items():
+            result = reader.get_with_deadline(*EDGE, key, metadata[key], deadline=time.monotonic() + 20)
+            assert result is not None, f"{key} was lost"
+            assert checksum(result[0]) == digest(spec), key
+            del result
+            reader.cleanup(key)
+            assert reader.get(*EDGE, key) is None
+        assert reader.health()["errors"] == 0
+        assert wait_for(lambda: reader.health()["quarantined_bytes"] == 0, timeout=10), reader.health()
+        assert reader.health()["pool_used_bytes"] == 0
+        assert keeper.call({"op": "health"})["pool_used_bytes"] == 0
+    finally:
+        writer.kill()
+        keeper.close()
+        reader.close()
+        own.stop()
+
+
+@pytest.mark.timeout(120)
+def test_hard_pinned_objects_are_never_evicted(mooncake_available: None) -> None:
+    """``hard_pin: true``: a full store refuses new puts instead of evicting acknowledged objects (soft-pinned
+    ones are evicted, oldest first, to make room)."""
+    own = MooncakeMaster().start()
+    client = MooncakeStoreConnector(store_extra(own, segment=32 * MiB, localbuf=8 * MiB, hard_pin=True))
+    try:
+        payload = {"tensor_bytes": 3 * MiB, "seed": 5}
+        acked = [key for key in (new_key(f"pinned{i}") for i in range(16)) if client.put(*EDGE, key, build(payload))[0]]
+        assert 0 < len(acked) < 16  # the segment filled up: later puts were refused
+        time.sleep(1.0)  # eviction runs in the master's background
+        for key in acked:
+            result = client.get(*EDGE, key)
+            assert result is not None and checksum(result[0]) == digest(payload), key
+            del result
+            client.cleanup(key)
+        assert client.put(*EDGE, new_key("room-again"), build(payload))[0]
+    finally:
+        client.close()
+        own.stop()

@@ -209,3 +209,28 @@ def test_a_host_whose_exec_prefix_is_missing_names_the_stage(tmp_path) -> None:
     assert done.returncode == 1
     assert "stage 1 replica 0: the 'local' launcher could not start it: " in done.stderr
     assert "omni-no-such-command" in done.stderr
+
+
+def test_a_finished_requests_state_is_dropped_and_a_late_duplicate_is_still_caught(tmp_path) -> None:
+    """The orchestrator keeps no per-request state once a request finished everywhere (a long run's memory stays
+    flat: ``python -m reliability soak``), only its figures; a delivery arriving after that is a duplicate."""
+    from omni_pipeline.orchestrator import Run
+
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(DEFAULT.read_text().replace("requests: 24", "requests: 40").replace("4194304", "65536"))
+    run = Run(str(config))
+    try:
+        run.start()
+        run.drive(progress=False)
+        run.verify()
+        per_request = (run.expected, run.deliveries, run.delivered_to, run.producer, run.owner, run.outputs_sent,
+                       run.completed, run.finished)  # fmt: skip
+        assert all(len(table) == 0 for table in per_request), [len(t) for t in per_request]
+        assert all(len(stats.latencies) == 40 and not stats.samples for stats in run.stats.values())
+        assert run.done == 40 and all(run.retired)
+        edge = run.edges[0]
+        late = {"checksum": "x", "kv_checksum": None, "size": 1, "get_s": 0.0}
+        run._received(run.replicas[edge[1]][0], "req-000003", edge, late)
+        assert run.problems == [f"edge {edge[0]}->{edge[1]}: request req-000003 delivered twice (after it finished)"]
+    finally:
+        run.stop()

@@ -24,7 +24,6 @@ import pytest
 import ray
 import yaml
 from omni_pipeline.testing import edge_rows, replica_rows
-from ray.util.placement_group import placement_group_table
 
 from omni_core import StagePlacement
 from omni_core.testing import require
@@ -82,23 +81,9 @@ def finish(run: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str, 
     return run.returncode, out, err
 
 
-def stage_processes(cluster: RayTestCluster) -> dict[int, int]:
-    """``{pid: host index}`` of every ``omni_pipeline.stage`` process on the test hosts."""
-    found = {}
-    for host in cluster.hosts.hosts:
-        pids = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True, text=True).stdout.split()
-        for pid in map(int, pids):
-            try:
-                if b"omni_pipeline.stage" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found[pid] = host.index
-            except OSError:
-                continue
-    return found
-
-
 def wait_for_stages(cluster: RayTestCluster, count: int, run: subprocess.Popen[str], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while len(stage_processes(cluster)) < count:
+    while len(cluster.stage_processes()) < count:
         assert run.poll() is None, f"the run ended early: {run.communicate()[1][-2000:]}"
         assert time.monotonic() < deadline, "the stage replicas did not start"
         time.sleep(0.1)
@@ -123,27 +108,15 @@ def wait_for_traffic(run: subprocess.Popen[str], timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def leftovers(cluster: RayTestCluster) -> dict[str, list[Any]]:
-    actors = [a for a in ray._private.state.actors().values()
-              if a["ActorClassName"] == "ReplicaHost" and a["State"] != "DEAD"]  # fmt: skip
-    return {
-        "replica actors": actors,
-        "placement groups": [g for g in placement_group_table().values() if g["state"] != "REMOVED"],
-        "payload owners": [a for a in ray.util.list_named_actors(all_namespaces=True)
-                           if a["name"].startswith(OWNER_PREFIX) and a["namespace"].startswith("omni-run-")],
-        "stage processes": list(stage_processes(cluster)),
-    }  # fmt: skip
-
-
 def assert_nothing_left(cluster: RayTestCluster, timeout: float = 30) -> None:
     """Every actor, placement group, payload owner and stage process of the run is gone (Ray removes them
     asynchronously: wait a little)."""
     deadline = time.monotonic() + timeout
-    found = leftovers(cluster)
+    found = cluster.leftovers()
     while any(found.values()):
         assert time.monotonic() < deadline, f"left behind: {found}"
         time.sleep(0.2)
-        found = leftovers(cluster)
+        found = cluster.leftovers()
 
 
 @pytest.fixture
@@ -172,7 +145,7 @@ def test_each_stage_runs_where_its_placement_says_with_its_environment(
     run = start_run(config)
     wait_for_stages(ray_cluster, 3, run)
     environs = {}
-    for pid, index in stage_processes(ray_cluster).items():
+    for pid, index in ray_cluster.stage_processes().items():
         with open(f"/proc/{pid}/environ", "rb") as f:
             env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
         environs[index] = {k: env.get(k.encode(), b"").decode()
@@ -240,7 +213,7 @@ def test_ctrl_c_removes_every_actor_placement_group_and_owner(ray_cluster: RayTe
     config = write_config(tmp_path, placement={"strategy": "PACK"}, workload={"requests": 100000})
     run = start_run(config)
     wait_for_traffic(run)  # payloads held by owners, a placement group reserved
-    during = leftovers(ray_cluster)
+    during = ray_cluster.leftovers()
     assert during["placement groups"] and during["payload owners"] and len(during["replica actors"]) == 3
     run.send_signal(signal.SIGINT)
     code, _, err = finish(run, timeout=120)

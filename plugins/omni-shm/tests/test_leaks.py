@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import pytest
 import torch
@@ -38,30 +39,37 @@ def test_consumer_killed_while_holding_a_payload(make_connector, namespace) -> N
     assert producer.health()["pending"] == 0
 
 
-def test_killed_producer_is_swept_at_start_up(make_connector, namespace) -> None:
+def test_a_killed_producers_unread_payloads_stay_readable_until_read(make_connector, namespace) -> None:
+    """A producer SIGKILLed right after its puts: its slabs are adopted, a consumer in another process reads every
+    payload intact, and the next sweep removes the slabs: nothing is left."""
+    payloads = [{"kind": "tensor", "n": 1 << 20, "value": 1}, {"kind": "dict", "n": 10, "value": 2}]
     with Child({"namespace": namespace}) as writer:
-        payloads = [{"kind": "tensor", "n": 1 << 20, "value": 1}, {"kind": "dict", "n": 10, "value": 2}]
         for i, payload in enumerate(payloads):
             assert writer.call({"op": "put", "key": f"orphan-{i}", "payload": payload})["ok"]
-        slabs = owned_by(writer.pid, namespace)
-        assert len(slabs) == 2  # an arena and a slab of its own for the 4 MiB tensor
+        assert len(owned_by(writer.pid, namespace)) == 2  # an arena and a slab of its own for the 4 MiB tensor
         writer.kill()
-    assert len(entries_of(namespace)) == 4
-    fresh = make_connector()
-    assert fresh.health()["orphans_reclaimed"] == 4
+    sweeper = make_connector(sweep_interval_s=0)
+    assert sweeper.get("0", "1", "some-other-key") is None  # any put/get runs the (due) sweep
+    assert len(entries_of(namespace)) == 4 and sweeper.health()["orphans_reclaimed"] == 0
+    with Child({"namespace": namespace}) as reader:
+        for i, payload in enumerate(payloads):
+            answer = reader.call({"op": "get", "key": f"orphan-{i}", "timeout": 2})
+            assert answer["found"] and answer["uniform"] and answer["value"] == payload["value"], answer
+            assert answer["kind"] == payload["kind"] and answer["n"] == payload["n"]
+    assert sweeper.get("0", "1", "some-other-key") is None  # (the reader's own sweeps may have come first)
     assert not entries_of(namespace)
-    assert fresh.get("0", "1", "orphan-0") is None
 
 
-def test_killed_producer_is_swept_periodically(make_connector, namespace) -> None:
-    survivor = make_connector(sweep_interval_s=0)
+def test_a_killed_producers_unread_payloads_go_at_their_ttl(make_connector, namespace) -> None:
     with Child({"namespace": namespace}) as writer:
         assert writer.call({"op": "put", "key": "orphan", "payload": {"kind": "dict", "n": 10, "value": 1}})["ok"]
         writer.kill()
-    assert entries_of(namespace)
-    assert survivor.get("0", "1", "some-other-key") is None  # any put/get runs the (due) sweep
+    survivor = make_connector(sweep_interval_s=0, ttl_seconds=0.2)
+    time.sleep(0.3)
+    assert survivor.get("0", "1", "some-other-key") is None  # the sweep: past its ttl, withdrawn and removed
     assert not entries_of(namespace)
     assert survivor.health()["orphans_reclaimed"] == 2
+    assert survivor.get("0", "1", "orphan") is None
 
 
 def test_live_producer_is_never_swept(make_connector, namespace) -> None:
@@ -87,7 +95,7 @@ def test_recycled_pid_does_not_keep_an_owner_alive(make_connector, namespace) ->
             f.write(bytes(4096))
     os.symlink(names.Location(slab, 0, 1).target(), entry)
     try:
-        make_connector()
+        make_connector(ttl_seconds=0)  # its payload is not adopted: past its ttl
         assert not os.path.lexists(os.path.join(SHM, slab)) and not os.path.lexists(entry)
         assert os.path.exists(os.path.join(SHM, mine)), "a live owner's slab must stay"
     finally:

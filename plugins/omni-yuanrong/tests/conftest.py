@@ -11,11 +11,10 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from worker_support import kv_extra
+from worker_support import kv_extra, start_worker
 
 from omni_core import ConnectorSpec
-from omni_core.testing import require
-from omni_yuanrong.testing import LocalDatasystemWorker, WorkerStartError
+from omni_yuanrong.testing import LocalDatasystemWorker
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,14 +29,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _LOGS = pytest.StashKey[str]()
-
-
-def start_worker(shared_memory_mb: int) -> LocalDatasystemWorker:
-    try:
-        return LocalDatasystemWorker.start(shared_memory_mb=shared_memory_mb)
-    except (WorkerStartError, ImportError, OSError) as exc:
-        require(False, f"cannot start a datasystem worker: {exc}")
-        raise
 
 
 @pytest.fixture(scope="session")

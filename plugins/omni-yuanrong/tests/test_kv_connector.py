@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from worker_support import CLIENT_TIMEOUTS, kv_extra
+from worker_support import CLIENT_TIMEOUTS, kv_extra, start_worker
 
 from omni_core import ConfigError, ConnectorSpec, OmniConnectorFactory, SerializationError
-from omni_core.testing import ChildConnector, assert_payload_equal, checksum, make_payload
+from omni_core.testing import ChildConnector, assert_payload_equal, checksum, eventually, make_payload
 from omni_yuanrong.kv_connector import ZERO_COPY_WRITE_BYTES, DatasystemUnavailableError, YuanrongConnector
 from omni_yuanrong.netutil import free_port
 from omni_yuanrong.testing import LocalDatasystemWorker
@@ -246,6 +246,53 @@ def test_worker_killed_mid_run_gives_a_clear_error(disposable_worker: LocalDatas
     connector.close()
 
 
+@pytest.mark.timeout(180)
+def test_written_through_values_survive_a_worker_restart() -> None:
+    """``write_mode: write_through`` on a worker with a second-level cache (and a metastore that outlives it, as
+    etcd or a cluster's head does): every value is read back intact after the worker is SIGKILLed and restarted,
+    through the same connector.  Evictable values (the default mode) are gone."""
+    head = start_worker(shared_memory_mb=64)  # the cluster's metastore
+    member = LocalDatasystemWorker.start(shared_memory_mb=256, metastore=head.metastore_address, l2_cache=True)
+    kept = YuanrongConnector(kv_extra(member, write_mode="write_through"))
+    evictable = YuanrongConnector(kv_extra(member))
+    try:
+        payloads = {new_key("kept"): make_payload(kind) for kind in ("tensor_bfloat16", "request_dict", "bytes")}
+        payloads[new_key("kept-large")] = torch.arange(ZERO_COPY_WRITE_BYTES, dtype=torch.uint8)  # zero-copy path
+        for key, payload in payloads.items():
+            assert kept.put(*EDGE, key, payload)[0]
+        gone = new_key("evictable")
+        assert evictable.put(*EDGE, gone, b"in memory only")[0]
+        member.kill()
+        member.restart()
+        for key, payload in payloads.items():
+            result = kept.get_with_deadline(*EDGE, key, deadline=time.monotonic() + 10)
+            assert result is not None, f"{key} was lost"
+            assert checksum(result[0]) == checksum(payload), key
+            kept.cleanup(key)
+            assert kept.get(*EDGE, key) is None
+        assert evictable.get(*EDGE, gone) is None
+        assert kept.health()["status"] == "healthy" and kept.health()["quarantined_bytes"] == 0
+    finally:
+        kept.close()
+        evictable.close()
+        member.stop()
+        head.stop()
+
+
+def test_written_through_without_a_second_level_cache_is_refused(kv_spec: ConnectorSpec) -> None:
+    with YuanrongConnector({**kv_spec.extra, "write_mode": "write_through"}) as through:
+        assert through.put(*EDGE, new_key(), b"x") == (False, 0, None)
+        assert "L2" in through.health()["last_error"], through.health()
+
+
+def test_values_expire_after_ttl_seconds(kv_spec: ConnectorSpec) -> None:
+    with YuanrongConnector({**kv_spec.extra, "ttl_seconds": 1}) as short_lived:
+        key = new_key("ttl")
+        assert short_lived.put(*EDGE, key, {"expires": True})[0]
+        assert short_lived.get(*EDGE, key) is not None
+        assert eventually(lambda: short_lived.get(*EDGE, key) is None, 10, "the value expired")
+
+
 def test_host_auto_is_the_worker_on_this_hosts_address(
     datasystem_worker: LocalDatasystemWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -276,6 +323,8 @@ def test_config_values_expand_environment_variables(
         ({"port": "${OMNI_TEST_UNSET_VAR}"}, ConfigError, "OMNI_TEST_UNSET_VAR"),
         ({"req_timeout_ms": 0}, ValueError, "req_timeout_ms"),
         ({"zero_copy": "yes"}, ConfigError, "zero_copy"),
+        ({"write_mode": "sometimes"}, ValueError, "write_mode must be one of evict, memory, write_through"),
+        ({"ttl_seconds": -1}, ValueError, "ttl_seconds must be >= 0"),
         ({"no_such_key": 1}, ConfigError, "no_such_key"),
     ],
 )

@@ -37,6 +37,18 @@ STORE_KEYS = (
         None,
         "longest a put, or one read of a get, is waited for (a peer cut off mid-transfer); None: Mooncake's own 60 s",
     ),
+    ConfigKey(
+        "replica_num",
+        int,
+        1,
+        "copies of each object, each in another client's segment (2: a client's death loses nothing)",
+    ),
+    ConfigKey(
+        "hard_pin",
+        bool,
+        False,
+        "never evict acknowledged objects: a full store refuses new puts instead (remove them with cleanup)",
+    ),
     QUARANTINE_KEY,
 )
 

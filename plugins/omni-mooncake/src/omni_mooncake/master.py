@@ -37,7 +37,8 @@ class MooncakeMaster:
 
     ``launcher`` prefixes its command (e.g. ``ip netns exec NAME`` for a test host; then give that host's
     address as ``host``). ``detach`` starts it in its own session, so it outlives the starter; ``log_path``
-    keeps its output in that file (default: an anonymous temporary file).
+    keeps its output in that file (default: an anonymous temporary file). ``client_ttl_s``: how long a client
+    may stay silent before the master drops it and its segment (Mooncake's default: 10 s).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class MooncakeMaster:
         launcher: Sequence[str] = (),
         detach: bool = False,
         log_path: Path | None = None,
+        client_ttl_s: int | None = None,
     ) -> None:
         binary = master_binary()
         if binary is None:
@@ -57,6 +59,7 @@ class MooncakeMaster:
         self.host = host
         self.launcher = list(launcher)
         self.detach = detach
+        self.client_ttl_s = client_ttl_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: IO[bytes] = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()
         self.rpc_port = self.metrics_port = 0
@@ -66,7 +69,17 @@ class MooncakeMaster:
         return f"{self.host}:{self.rpc_port}"
 
     def start(self, timeout: float = 30.0) -> MooncakeMaster:
+        """Start on free ports; returns once it serves."""
         self.rpc_port, self.metrics_port = free_port(), free_port()
+        return self._spawn(timeout)
+
+    def restart(self, timeout: float = 30.0) -> MooncakeMaster:
+        """Start again on the same ports (after :meth:`kill`, as a supervisor would); returns once it serves."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"mooncake_master on {self.address} is still running")
+        return self._spawn(timeout)
+
+    def _spawn(self, timeout: float) -> MooncakeMaster:
         self.proc = subprocess.Popen(
             [
                 *self.launcher,
@@ -78,6 +91,7 @@ class MooncakeMaster:
                 "--enable_metric_reporting=false",
                 "--minloglevel=1",
                 f"--default_kv_lease_ttl={self.lease_ms}",
+                *([f"--client_ttl={self.client_ttl_s}"] if self.client_ttl_s is not None else []),
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -55,6 +55,8 @@ class StoreSettings:
     rdma: str
     setup_timeout_s: float
     quarantine_s: float | None = None
+    replica_num: int = 1
+    hard_pin: bool = False
 
 
 class StoreClient:
@@ -77,7 +79,7 @@ class StoreClient:
                 f"Mooncake store setup failed ({codes.describe(rc)}) with master {settings.master!r} and "
                 f"metadata server {settings.metadata_server!r}"
             )
-        self._config = _soft_pinned(module)
+        self._config = _replicate_config(module, settings.replica_num, settings.hard_pin)
         self.quarantine = Quarantine(settings.quarantine_s)
         self._chunk_lock = threading.Lock()
         self._chunk_bytes: int | None = None  # set once a whole read outlived its lease
@@ -163,6 +165,14 @@ class StoreClient:
         keys, addresses, capacities = (list(column) for column in zip(*items, strict=True))
         results = self._store.batch_get_into(keys, addresses, capacities)
         return [self._checked(key, rc) for key, rc in zip(keys, results, strict=True)]
+
+    def replicas(self, key: str) -> int:
+        """How many complete replicas of ``key`` the master lists (0 when it cannot say)."""
+        try:
+            listed = self._store.get_replica_desc(key)
+        except RuntimeError:
+            return 0
+        return sum(1 for replica in listed if replica.status.name == "COMPLETE")
 
     def _read_chunks(self, key: str, address: int, size: int, chunk: int) -> int:
         """Read in ``chunk``-byte ranges, each under its own lease; the first failure code, else ``size``."""
@@ -264,8 +274,13 @@ class StoreClient:
         self._store.close()
 
 
-def _soft_pinned(module: Any) -> Any:
+def _replicate_config(module: Any, replica_num: int, hard_pin: bool) -> Any:
+    """Soft-pinned (as upstream) or hard-pinned objects in ``replica_num`` segments."""
     config = module.ReplicateConfig()
+    config.replica_num = replica_num
+    if hard_pin:
+        config.with_hard_pin = True
+        return config
     action = getattr(module, "SoftPinAction", None)
     if action is not None:
         config.soft_pin_action = action.ENABLE

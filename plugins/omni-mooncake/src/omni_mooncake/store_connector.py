@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest pause between two looks for a key that has not appeared yet.
 MAX_POLL_INTERVAL_S = 0.05
+#: Pause before a read that failed on a dead client's replica is tried again (another replica exists).
+REPLICA_RETRY_PAUSE_S = 0.2
 #: Metadata ``put`` returns: the size of the value stored under the key, and for the direct layout the
 #: size of its data object (then ``get`` reads both in one batch).
 VALUE_SIZE = "value_size"
@@ -61,11 +63,15 @@ class MooncakeStoreConnector(OmniConnectorBase):
         self.proto: str = self.config["proto"]
         self.rdma: str = self.config["rdma"]
         self.get_timeout_s = float(self.config["get_timeout_s"])
+        self.replica_num: int = self.config["replica_num"]
+        if self.replica_num < 1:
+            raise ValueError(f"MooncakeStoreConnector replica_num must be >= 1, got {self.replica_num}")
         settings = StoreSettings(
             self.host, self.metadata, self.master, self.segment, self.proto, self.rdma,
-            float(self.config["setup_timeout_s"]), self.config["quarantine_s"],
+            float(self.config["setup_timeout_s"]), self.config["quarantine_s"], self.replica_num,
+            self.config["hard_pin"],
         )  # fmt: skip
-        self._counters = Counters("puts", "gets", "bytes_transferred", "errors", "timeouts")
+        self._counters = Counters("puts", "gets", "bytes_transferred", "errors", "timeouts", "replica_retries")
         self._calls = BoundedCalls(self.config["transfer_timeout_s"], "mooncake-store-call")
         self._size_guess = MIN_SIZE_GUESS  # room a get without metadata first reads with
         self._client = StoreClient(settings)
@@ -120,7 +126,8 @@ class MooncakeStoreConnector(OmniConnectorBase):
         *,
         deadline: float,
     ) -> tuple[Any, int] | None:
-        """Like :meth:`get`, waiting until ``deadline`` (``time.monotonic()``); a store failure ends the wait."""
+        """Like :meth:`get`, waiting until ``deadline`` (``time.monotonic()``); a store failure ends the wait, except
+        a failed transfer from one replica of an object that has others (tried again until the deadline)."""
         validate_key(get_key)
         client, pool = self._open()
         key = self._make_key(get_key, str(from_stage), str(to_stage))
@@ -133,9 +140,17 @@ class MooncakeStoreConnector(OmniConnectorBase):
                 self._counters.add("timeouts")
                 logger.error("MooncakeStoreConnector: get of %r failed: read %s", key, exc)
                 return None
-            except (StoreError, SerializationError, ValueError) as exc:
+            except StoreError as exc:
+                if _another_replica_may_answer(client, key, exc) and time.monotonic() < deadline:
+                    self._counters.add("replica_retries")
+                    time.sleep(max(0.0, min(REPLICA_RETRY_PAUSE_S, deadline - time.monotonic())))
+                    continue
                 self._counters.add("errors")
                 logger.error("MooncakeStoreConnector: get of %r failed: %s", key, str(exc))  # str: as in put
+                return None
+            except (SerializationError, ValueError) as exc:
+                self._counters.add("errors")
+                logger.error("MooncakeStoreConnector: get of %r failed: %s", key, str(exc))
                 return None
             if result is not None:
                 self._counters.add("gets")
@@ -326,6 +341,15 @@ def _fetch(
     if read == capacity:
         return region
     return region[:read] if exact or not pooled else pool.shrink(region, read)
+
+
+def _another_replica_may_answer(client: StoreClient, key: str, exc: StoreError) -> bool:
+    """A read that failed in transfer while the object has several replicas: one was in a dead client's segment.
+
+    Mooncake reads the first replica the master lists and does not try the next; once the master drops the dead
+    client (its ``client_ttl``, 10 s by default) a read goes to a live replica.
+    """
+    return exc.code == codes.TRANSFER_FAIL and client.replicas(key) > 1
 
 
 def _registered_unless(pooled: bool, client: StoreClient, region: np.ndarray) -> AbstractContextManager[None]:

@@ -99,8 +99,11 @@ class Run:
         self.outputs_sent: Counter[tuple[str, str]] = Counter()
         self.completed: set[tuple[str, str]] = set()
         self.finished: Counter[str] = Counter()
+        self.retired = bytearray(self.workload.requests)  # 1 once request i finished everywhere (its state dropped)
+        self.done = 0
         self.handled: Counter[tuple[str, int]] = Counter()
         self.rerouted = 0
+        self.recovering: dict[str, tuple[float, set[str]]] = {}  # dead replica -> (died at, its re-routed requests)
         self.killed: ReplicaHandle | None = None
         self.problems: list[str] = []
 
@@ -182,11 +185,13 @@ class Run:
         """Re-route every request the dead replica had not finished (it is stopped for good first)."""
         dead.kill()  # a replica whose output ended is gone: make sure of it, and let its leftovers be reclaimed
         self.dead.add(dead)
+        rerouted: set[str] = set()
         for (rid, stage), owner in list(self.owner.items()):
             if owner is not dead or (rid, stage) in self.completed:
                 continue
             del self.owner[(rid, stage)]
             self.rerouted += 1
+            rerouted.add(rid)
             if stage in self.entry:
                 self._tell(self._route(rid, stage), {"op": "input", "request_id": rid})
                 continue
@@ -197,17 +202,33 @@ class Run:
                     self.stats[edge].samples.pop(rid, None)
                 if (rid, edge) in self.expected:
                     self._resend(rid, edge)
+        self._say(f"{dead.label} is gone; {len(rerouted)} unfinished request(s) re-routed")
+        self.recovering[dead.label] = (time.monotonic(), rerouted)
+        self._check_recovered()
+
+    def _check_recovered(self, rid: str | None = None) -> None:
+        """Say when every request re-routed from a dead replica has finished (``rid`` just did)."""
+        for label, (died, rids) in list(self.recovering.items()):
+            rids.discard(rid or "")
+            if not rids:
+                del self.recovering[label]
+                self._say(f"every request re-routed from {label} finished {time.monotonic() - died:.2f} s after it "
+                          "was found gone")
+
+    def _say(self, line: str) -> None:
+        """An event of the run on stderr, on its own line (a progress bar on a terminal stays below it)."""
+        sys.stderr.write(f"omni run: {line}\n")
 
     # -- the event loop -------------------------------------------------------------------
     def drive(self, progress: bool = True) -> None:
         total, submitted = self.workload.requests, 0
         last_progress = time.monotonic()
         with ProgressReporter(total, "requests", enabled=progress, label="omni run") as shown:
-            while (done := sum(1 for n in self.finished.values() if n >= len(self.sinks))) < total:
+            while (done := self.done) < total:
                 shown.update(done)
                 self._maybe_kill(done)
                 while submitted < total and submitted - done < self.workload.in_flight:
-                    self._submit(f"req-{submitted:06d}")
+                    self._submit(_request_id(submitted))
                     submitted += 1
                 live = {r.fileno(): r for r in self._all() if r not in self.dead}
                 ready, _, _ = select.select(list(live), [], [], 1.0)
@@ -248,6 +269,8 @@ class Run:
         elif op == "done":
             self._complete(rid, replica.stage_id, replica)
             self.finished[rid] += 1
+            if self.finished[rid] >= len(self.sinks):
+                self._retire(rid)
         elif op == "lost" and (rid, edge) in self.producer and not self.producer[(rid, edge)].alive:
             self._resend(rid, edge)  # its producer died before this consumer read it
             self.rerouted += 1
@@ -283,7 +306,31 @@ class Run:
             self.completed.add((rid, stage))
             self.handled[(replica.stage_id, replica.replica_id)] += 1
 
+    def _retire(self, rid: str) -> None:
+        """``rid`` finished at every final stage: check each edge delivered it once, keep its figures, drop the rest
+        of its state (a long run's memory stays flat); a delivery arriving later is a duplicate."""
+        for edge in self.edges:
+            count = self.deliveries.pop((rid, edge), 0)
+            if count != 1:
+                self.problems.append(f"edge {edge[0]}->{edge[1]}: request {rid} delivered {count} times, "
+                                     "expected exactly once")
+            self.stats[edge].settle(rid)
+            for table in (self.expected, self.delivered_to, self.producer):
+                table.pop((rid, edge), None)
+        for stage in self.stage_ids:
+            self.owner.pop((rid, stage), None)
+            self.outputs_sent.pop((rid, stage), None)
+            self.completed.discard((rid, stage))
+        del self.finished[rid]
+        self.retired[_index(rid)] = 1
+        self.done += 1
+        if self.recovering:
+            self._check_recovered(rid)
+
     def _received(self, replica: ReplicaHandle, rid: str, edge: Edge, message: dict[str, Any]) -> None:
+        if self.retired[_index(rid)]:
+            self.problems.append(f"edge {edge[0]}->{edge[1]}: request {rid} delivered twice (after it finished)")
+            return
         sent = self.expected.get((rid, edge))
         self.deliveries[(rid, edge)] += 1
         self.delivered_to[(rid, edge)] = replica
@@ -296,7 +343,7 @@ class Run:
 
     # -- results ------------------------------------------------------------------------------
     def verify(self) -> None:
-        for rid in (f"req-{i:06d}" for i in range(self.workload.requests)):
+        for rid in (_request_id(i) for i in range(self.workload.requests) if not self.retired[i]):
             for edge in self.edges:
                 if self.deliveries[(rid, edge)] != 1:
                     raise RunFailed(
@@ -349,6 +396,14 @@ class Run:
             print("the orchestrator put every stage's output on its edges (workload.forwarding: orchestrator)")
         print(f"{self.workload.requests} requests through {len(self.stage_ids)} stages in {wall:.2f} s; "
               "every payload arrived intact, exactly once.")
+
+
+def _request_id(index: int) -> str:
+    return f"req-{index:06d}"
+
+
+def _index(request_id: str) -> int:
+    return int(request_id.removeprefix("req-"))
 
 
 def main(config_path: str, *, progress: bool = True, kill_stage: int | None = None, launcher: str | None = None,

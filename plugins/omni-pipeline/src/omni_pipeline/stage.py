@@ -109,7 +109,11 @@ class StageWorker:
         if self.workload.kv_cache_bytes:
             _follow_sender(connector, metadata)
             with kv_pipe(connector, edge, request_id, self.workload.timeout_s) as pipe:
-                kv_digest = checksum(pipe.recv_tensor())
+                try:
+                    kv_digest = checksum(pipe.recv_tensor())
+                except TimeoutError:  # its sender died between the payload and its KV cache: as lost as the payload
+                    _say({"op": "lost", "request_id": request_id, "edge": edge})
+                    return
         _say(
             {
                 "op": "received",

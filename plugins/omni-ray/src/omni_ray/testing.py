@@ -185,6 +185,38 @@ class RayTestCluster:
                 raise TimeoutError(f"{alive} Ray nodes alive, not {count}, after {timeout} s")
             time.sleep(0.2)
 
+    def stage_processes(self) -> dict[int, int]:
+        """``{pid: host index}`` of every ``omni_pipeline.stage`` process on the test hosts."""
+        found = {}
+        for host in self.hosts.hosts:
+            pids = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True, text=True).stdout.split()
+            for pid in map(int, pids):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                        if b"omni_pipeline.stage" in cmdline.read():
+                            found[pid] = host.index
+                except OSError:
+                    continue
+        return found
+
+    def leftovers(self) -> dict[str, list[Any]]:
+        """What runs of ``omni run`` left in the cluster (goal: nothing; needs :meth:`connect_driver`): replica
+        actors not dead, placement groups not removed, payload owners of runs, stage processes."""
+        import ray
+        from ray.util.placement_group import placement_group_table
+
+        from .owner import OWNER_PREFIX
+
+        actors = [a for a in ray._private.state.actors().values()
+                  if a["ActorClassName"] == "ReplicaHost" and a["State"] != "DEAD"]  # fmt: skip
+        return {
+            "replica actors": actors,
+            "placement groups": [g for g in placement_group_table().values() if g["state"] != "REMOVED"],
+            "payload owners": [a for a in ray.util.list_named_actors(all_namespaces=True)
+                               if a["name"].startswith(OWNER_PREFIX) and a["namespace"].startswith("omni-run-")],
+            "stage processes": list(self.stage_processes()),
+        }  # fmt: skip
+
     def close(self) -> None:
         """Disconnect the driver, stop every Ray process (the test hosts go with them), remove the files."""
         if self._driver:

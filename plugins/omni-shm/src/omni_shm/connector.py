@@ -226,7 +226,7 @@ class SharedMemoryConnector(OmniConnectorBase):
         self._next_sweep = time.monotonic() + self.settings.sweep_interval_s
         reclaimed = self._writer.reclaim()
         try:
-            orphans = sweep_orphans(self._directory, self._reader)
+            orphans = sweep_orphans(self._directory, self._reader, self.settings.ttl_seconds)
         except OSError as exc:
             logger.warning("SharedMemoryConnector sweep of %s failed: %s", self._directory, exc)
             self._count("errors")

@@ -21,6 +21,14 @@ def omni_register_connectors() -> list[ConnectorRegistration]:
                 ConfigKey("connect_timeout_ms", int, 5000, "client connect timeout"),
                 ConfigKey("req_timeout_ms", int, 5000, "per-request timeout (the library default is 60 s)"),
                 ConfigKey("zero_copy", bool, False, "get returns read-only views into worker memory"),
+                ConfigKey(
+                    "write_mode",
+                    str,
+                    "evict",
+                    "evict (memory, evictable) | memory (never evicted) | write_through (also to the worker's "
+                    "L2 cache: survives a worker restart) | write_back (L2 cache, asynchronously)",
+                ),
+                ConfigKey("ttl_seconds", int, 0, "the worker deletes a value this long after its put; 0 = never"),
             ),
             install_hint=INSTALL_HINT,
             requires=("yr",),

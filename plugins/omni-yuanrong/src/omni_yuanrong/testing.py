@@ -1,4 +1,4 @@
-"""A throwaway datasystem worker, for tests, benchmarks and local experiments.
+"""A throwaway datasystem worker, for tests, benchmarks and local experiments; and one on a test host.
 
 It runs the ``datasystem_worker`` binary shipped in the ``openyuanrong-datasystem``
 wheel directly (not through ``dscli``), on loopback by default, with its built-in
@@ -7,6 +7,9 @@ machines, every path inside one temporary directory (``HOME`` included, so nothi
 lands in ``~/datasystem``) and RocksDB's write-ahead log off.  Stop it with
 :meth:`LocalDatasystemWorker.stop` (SIGTERM, then SIGKILL), which also removes the
 directory.
+
+:class:`HostWorker` runs one on a test host (``omni_core.testing.hosts``), its Unix socket visible on that host
+only, so that clients on other test hosts talk TCP to it as clients on other machines do.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .backend import import_datasystem
 from .netutil import free_port
@@ -41,6 +45,10 @@ LEAN_FLAGS: dict[str, str] = {
     "log_monitor": "false",
 }
 _START_ATTEMPTS = 3
+#: Mount a private tmpfs on the socket directory ($0), then become the worker.
+_PRIVATE_SOCKETS = 'mkdir -p "$0" && mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && exec "$@"'
+#: Library timeouts of :meth:`HostWorker.kv_extra`: a host that does not answer shows up in seconds, not 60 s.
+CLIENT_TIMEOUTS = {"connect_timeout_ms": 2000, "req_timeout_ms": 2000}
 
 
 class WorkerStartError(RuntimeError):
@@ -59,14 +67,16 @@ class LocalDatasystemWorker:
     """
 
     def __init__(
-        self, process: subprocess.Popen[bytes], workdir: Path, host: str, port: int, metastore_address: str
+        self, command: list[str], env: dict[str, str], workdir: Path, host: str, port: int, metastore_address: str
     ) -> None:
-        self.process = process
+        self.command = command
+        self.env = env
         self.workdir = workdir
         self.host = host
         self.port = port
         self.metastore_address = metastore_address
         self.metastore_port = int(metastore_address.rsplit(":", 1)[1])
+        self.process = self._spawn("wb")
 
     @property
     def pid(self) -> int:
@@ -86,6 +96,7 @@ class LocalDatasystemWorker:
         metastore: str | None = None,
         launcher: Sequence[str] = (),
         flags: Mapping[str, str] | None = None,
+        l2_cache: bool = False,
     ) -> LocalDatasystemWorker:
         """Start a worker on a free port of ``host`` and wait for its ready file.
 
@@ -93,15 +104,19 @@ class LocalDatasystemWorker:
         port of ``host`` (about 6 s); with ``metastore="ip:port"`` it joins that
         metastore's cluster (about 1-2 s).  ``launcher`` prefixes the command (e.g.
         ``ip netns exec NS`` to start it on a test host); ``flags`` adds or
-        overrides worker flags.  A port taken between choosing and binding it is
-        retried with new ports.
+        overrides worker flags.  ``l2_cache`` gives it a second-level cache on disk
+        in its directory (``distributed_disk``), which values written with the
+        connector's ``write_mode: write_through`` survive a restart in.  A port
+        taken between choosing and binding it is retried with new ports.
         """
         error: WorkerStartError | None = None
         for _ in range(_START_ATTEMPTS):
             workdir = Path(tempfile.mkdtemp(prefix="omni-yuanrong-worker-"))
             try:
+                l2 = {"l2_cache_type": "distributed_disk", "distributed_disk_path": str(workdir / "l2")}
                 return cls._start_in(
-                    workdir, shared_memory_mb, ready_timeout_s, host, metastore, launcher, dict(flags or {})
+                    workdir, shared_memory_mb, ready_timeout_s, host, metastore, launcher,
+                    {**(l2 if l2_cache else {}), **(flags or {})},
                 )
             except WorkerStartError as exc:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -143,28 +158,40 @@ class LocalDatasystemWorker:
             **extra_flags,
         }
         env = {**os.environ, "HOME": str(workdir), "LD_LIBRARY_PATH": str(package / "lib")}
-        with open(workdir / "worker.out", "wb") as output:
-            process = subprocess.Popen(
-                [*launcher, str(binary), *(f"--{name}={value}" for name, value in flags.items())],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+        command = [*launcher, str(binary), *(f"--{name}={value}" for name, value in flags.items())]
+        worker = cls(command, env, workdir, host, port, metastore_address)
+        worker._wait_ready(ready_timeout_s)
+        return worker
+
+    def _spawn(self, mode: str) -> subprocess.Popen[bytes]:
+        (self.workdir / "probe" / "ready").unlink(missing_ok=True)  # a killed worker leaves it
+        with open(self.workdir / "worker.out", mode) as output:
+            return subprocess.Popen(
+                self.command, env=self.env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
-            )
-        worker = cls(process, workdir, host, port, metastore_address)
+            )  # fmt: skip
+
+    def _wait_ready(self, ready_timeout_s: float) -> None:
+        ready = self.workdir / "probe" / "ready"
         deadline = time.monotonic() + ready_timeout_s
         while not ready.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                reason = f"exited with code {process.returncode}" if process.poll() is not None else "never got ready"
-                worker.kill()
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                code = self.process.poll()
+                reason = f"exited with code {code}" if code is not None else "never got ready"
+                self.kill()
                 raise WorkerStartError(
-                    f"datasystem worker on {host}:{port} {reason} (waited up to {ready_timeout_s} s):\n"
-                    + worker.log_tail(),
-                    port_taken="Address already in use" in worker.log_tail(lines=0),
+                    f"datasystem worker on {self.endpoint} {reason} (waited up to {ready_timeout_s} s):\n"
+                    + self.log_tail(),
+                    port_taken="Address already in use" in self.log_tail(lines=0),
                 )
             time.sleep(0.2)
-        return worker
+
+    def restart(self, ready_timeout_s: float = 60.0) -> None:
+        """Start the worker again at the same address, with the same flags and directory (after :meth:`kill`)."""
+        if self.process.poll() is None:
+            raise RuntimeError(f"datasystem worker on {self.endpoint} is still running")
+        self.process = self._spawn("ab")
+        self._wait_ready(ready_timeout_s)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines (0: all) of the worker's console output and INFO log."""
@@ -195,3 +222,54 @@ class LocalDatasystemWorker:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class HostWorker:
+    """A datasystem worker on test host ``host``, its Unix socket visible on that host only.
+
+    A test host is a network namespace, but every process on the machine shares one filesystem: a client on
+    another test host would find the worker's Unix domain socket and map its shared memory, which no client on
+    another machine can.  So the socket directory is a tmpfs mounted in the worker's own mount namespace: only
+    processes started with :attr:`prefix` (inside the worker's mount and network namespaces) see it; any other
+    process talks TCP to it.  ``metastore=None`` starts the cluster's metastore with it; ``"ip:port"`` joins that
+    one.  ``host`` is an ``omni_core.testing.hosts.TestHost`` (its ``address`` and ``exec_prefix`` are used).
+    Needs root (``mount``, ``nsenter``).
+    """
+
+    def __init__(
+        self, host: Any, *, metastore: str | None = None, flags: dict[str, str] | None = None,
+        shared_memory_mb: int = 256, l2_cache: bool = False,
+    ) -> None:  # fmt: skip
+        self.host = host
+        self.sockets = tempfile.mkdtemp(prefix="omni-yr-uds-")
+        try:
+            self.worker = LocalDatasystemWorker.start(
+                shared_memory_mb=shared_memory_mb,
+                host=host.address,
+                metastore=metastore,
+                launcher=[*host.exec_prefix, "sh", "-c", _PRIVATE_SOCKETS, self.sockets],
+                flags={"unix_domain_socket_dir": self.sockets, **(flags or {})},
+                l2_cache=l2_cache,
+            )
+        except BaseException:
+            os.rmdir(self.sockets)
+            raise
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        return self.worker.host, self.worker.port
+
+    @property
+    def prefix(self) -> list[str]:
+        """Run a command on this worker's host: its network namespace and its mount namespace (the socket)."""
+        pid = self.worker.pid
+        return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", f"--net=/proc/{pid}/ns/net"]
+
+    def kv_extra(self, **overrides: Any) -> dict[str, Any]:
+        """``YuanrongConnector`` config for this worker (gets wait 200 ms; :data:`CLIENT_TIMEOUTS`)."""
+        host, port = self.endpoint
+        return {"host": host, "port": port, "get_sub_timeout_ms": 200, **CLIENT_TIMEOUTS, **overrides}
+
+    def stop(self) -> None:
+        self.worker.stop()
+        shutil.rmtree(self.sockets, ignore_errors=True)
