@@ -21,7 +21,7 @@ nox.options.sessions = ["tests", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 TORCH = "torch==2.13.0"
-TEST_TOOLS = ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2"]
+TEST_TOOLS = ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2", "prometheus-client>=0.20"]  # the last: omni-core[metrics]
 CORE = "./core"
 PLUGIN_DIR = {
     "shm": "./plugins/omni-shm",

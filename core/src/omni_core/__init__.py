@@ -72,6 +72,10 @@ _LAZY: dict[str, str] = {
     "BufferAllocator": "memory_pool",
     "ManagedBuffer": "memory_pool",
     "private_copy": "host_copies",
+    "start_metrics_server": "metrics",
+    "metrics_snapshot": "metrics:snapshot",
+    "merge_metrics": "metrics:merge_remote",
+    "record_calls": "metrics",
     "KVPipeBase": "kv_pipe",
     "ConnectorKVPipe": "kv_pipe",
     "expand_env_value": "envexpand",
@@ -122,6 +126,9 @@ if TYPE_CHECKING:
     from .launch import Launcher, ReplicaHandle
     from .lazy import lazy_names
     from .memory_pool import BufferAllocator, ManagedBuffer
+    from .metrics import merge_remote as merge_metrics
+    from .metrics import record_calls, start_metrics_server
+    from .metrics import snapshot as metrics_snapshot
     from .placement import HostSpec, Placement, StagePlacement, load_placement
     from .plugins import get_plugin_registry
     from .ports import (

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from .capabilities import Capabilities
+from .metrics import timed_call
 
 #: Longest key any connector must accept (longer keys are rejected up front).
 MAX_KEY_LENGTH = 200
@@ -61,6 +62,9 @@ class OmniConnectorBase(ABC):
             cls.capabilities = replace(cls.capabilities, raw_data=bool(cls.supports_raw_data))
         if "close" in own and not getattr(own["close"], "_omni_idempotent", False):
             cls.close = _idempotent_close(own["close"])  # type: ignore[method-assign]
+        for name, kind in (("put", "put"), ("get", "get"), ("get_with_deadline", "get")):
+            if name in own and not getattr(own[name], "_omni_timed", False):
+                setattr(cls, name, timed_call(own[name], kind))  # counted and timed while metrics record
 
     # -- contract ---------------------------------------------------------
     @abstractmethod

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -156,13 +159,14 @@ placement:
     assert all(command[3:6] == [sys.executable, "-m", "omni_pipeline.stage"] for command in started)
 
 
-def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """An ``omni run`` of many small requests, returned (with its marker) once it drives them."""
+def _start_long_run(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """An ``omni run`` of many small requests, returned (with its marker) once it drives them; ``run.seen`` is
+    its stderr so far."""
     config = tmp_path / "long.yaml"
     config.write_text(DEFAULT.read_text().replace("requests: 24", "requests: 100000")
                       .replace("4194304", "4096").replace("kv_cache_bytes: 1048576", "kv_cache_bytes: 0"))
     env, marker = marked_env()
-    run = subprocess.Popen([sys.executable, "-m", "omni_core.cli.main", "run", str(config)],
+    run = subprocess.Popen([sys.executable, "-m", "omni_core.cli.main", "run", str(config), *options],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert run.stderr is not None
     seen = b""
@@ -170,6 +174,7 @@ def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
         chunk = os.read(run.stderr.fileno(), 4096)
         assert chunk, f"omni run ended before driving requests: {seen.decode(errors='replace')}"
         seen += chunk
+    run.seen = seen  # type: ignore[attr-defined]
     return run, marker
 
 
@@ -234,3 +239,40 @@ def test_a_finished_requests_state_is_dropped_and_a_late_duplicate_is_still_caug
         assert run.problems == [f"edge {edge[0]}->{edge[1]}: request req-000003 delivered twice (after it finished)"]
     finally:
         run.stop()
+
+
+def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``{(name, labels): value}`` of the Prometheus text at ``url``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_port_serves_every_replicas_connector_metrics_while_it_runs(tmp_path) -> None:
+    """Each stage replica's puts and gets, by edge and stage, from the orchestrator's one endpoint."""
+    run, marker = _start_long_run(tmp_path, "--metrics-port", "0")
+    try:
+        url = re.search(rb"omni run: metrics at (http://\S+)", run.seen)
+        assert url is not None, run.seen
+        deadline = time.monotonic() + 60
+        while True:
+            samples = _scrape(url[1].decode())
+            puts = {dict(labels)["stage"]: value for (name, labels), value in samples.items()
+                    if name == "omni_connector_puts_total" and dict(labels)["edge"] == "0->1"}
+            gets = {dict(labels)["stage"]: value for (name, labels), value in samples.items()
+                    if name == "omni_connector_gets_total" and dict(labels)["edge"] == "0->1"}
+            if (puts.get("0", 0) > 0 and gets.get("1", 0) > 0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert puts.get("0", 0) > 0 and gets.get("1", 0) > 0, samples  # the thinker puts, the talker gets
+        labels = frozenset({"connector": "SharedMemoryConnector", "edge": "0->1", "stage": "1", "replica": "0"}.items())
+        assert samples[("omni_connector_get_seconds_count", labels)] == samples[("omni_connector_gets_total", labels)]
+        assert samples[("omni_connector_bytes_total", labels | {("direction", "get")})] > 0
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=120)
+    assert not run_processes(marker)
+    with pytest.raises(OSError):  # the endpoint is gone with the run
+        urllib.request.urlopen(url[1].decode(), timeout=2)

@@ -22,13 +22,18 @@ def run(argv: list[str]) -> int:
                         "else a line every tenth of the requests)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON document on stdout")
     parser.add_argument("--kill-replica", type=int, metavar="STAGE", help="SIGKILL one replica of STAGE mid-run")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT", help="serve the connector metrics of the run and "
+                        "every stage replica (Prometheus text) at http://ADDR:PORT/metrics while it runs (0: any port)")
+    parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR", help="address of --metrics-port "
+                        "(default 127.0.0.1)")
     args = parser.parse_args(argv)
     if args.ray_address:
         os.environ["RAY_ADDRESS"] = args.ray_address
     from .orchestrator import main
 
+    metrics = (args.metrics_addr, args.metrics_port) if args.metrics_port is not None else None
     return main(args.config, progress=not args.no_progress, kill_stage=args.kill_replica, launcher=args.launcher,
-                json_output=args.json)
+                json_output=args.json, metrics=metrics)
 
 
 def bench(argv: list[str]) -> int:

@@ -38,13 +38,15 @@ from omni_core import (
     load_config_document,
     load_omni_transfer_config,
     load_placement,
+    merge_metrics,
     print_error,
     print_table,
+    start_metrics_server,
 )
 
 from .report import Edge, EdgeStats
 from .router import CoordinatorSettings, Router, RunFailed, address_of
-from .stage import put_output
+from .stage import PUSH_METRICS_ENV, put_output
 from .workload import Workload, kv_cache, stage_output
 
 __all__ = ["Run", "RunFailed", "main"]
@@ -58,6 +60,7 @@ class Run:
     def __init__(self, config_path: str, kill_stage: int | None = None, launcher: str | None = None) -> None:
         """Load and check everything (config, placement, launcher, coordinator) before anything starts."""
         self.config_path = os.path.abspath(config_path)
+        self.push_metrics = False  #: replicas send their connector metrics (``omni run --metrics-port``)
         doc = load_config_document(config_path) or {}
         workload = doc.get("workload")
         if kill_stage is not None:
@@ -125,7 +128,8 @@ class Run:
                 argv = [sys.executable, "-m", "omni_pipeline.stage", self.config_path, sid,
                         *self.router.replica_options(address_of(sid, r))]
                 try:
-                    replica = self.launcher.start_replica(sid, r, argv, {"OMNI_REPLICA_ID": str(r)})
+                    env = {"OMNI_REPLICA_ID": str(r), **({PUSH_METRICS_ENV: "1"} if self.push_metrics else {})}
+                    replica = self.launcher.start_replica(sid, r, argv, env)
                 except OSError as exc:  # e.g. a host's exec prefix that is not installed
                     raise RunFailed(f"stage {sid} replica {r}: the {self.launcher_name!r} launcher could not start "
                                     f"it: {exc}") from exc
@@ -271,6 +275,8 @@ class Run:
             self.finished[rid] += 1
             if self.finished[rid] >= len(self.sinks):
                 self._retire(rid)
+        elif op == "metrics":
+            merge_metrics(replica.label, message.get("figures"))
         elif op == "lost" and (rid, edge) in self.producer and not self.producer[(rid, edge)].alive:
             self._resend(rid, edge)  # its producer died before this consumer read it
             self.rerouted += 1
@@ -407,13 +413,15 @@ def _index(request_id: str) -> int:
 
 
 def main(config_path: str, *, progress: bool = True, kill_stage: int | None = None, launcher: str | None = None,
-         json_output: bool = False) -> int:
+         json_output: bool = False, metrics: tuple[str, int] | None = None) -> int:
     """Run the pipeline in ``config_path``: 0 when every payload arrived intact exactly once, 1 if not, 130 when
     stopped by Ctrl-C or SIGTERM.  Every replica is removed on the way out, whichever way that is.  With
-    ``json_output`` the results (or the failure) are one JSON document on stdout instead of the tables."""
+    ``json_output`` the results (or the failure) are one JSON document on stdout instead of the tables; with
+    ``metrics`` (address, port) the connector metrics of this process and every replica are served there."""
     try:
         run = Run(config_path, kill_stage, launcher)
-    except (ConfigError, FileNotFoundError) as exc:
+        server = _serve_metrics(run, *metrics) if metrics is not None else None
+    except (ConfigError, FileNotFoundError, ImportError, OSError) as exc:
         print_error("omni run", exc)
         return _failure(str(exc), 1, json_output)
     started = time.monotonic()
@@ -433,6 +441,9 @@ def main(config_path: str, *, progress: bool = True, kill_stage: int | None = No
         with _signals_held():
             run.stop()
         signal.signal(signal.SIGTERM, previous)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     if code:
         return _failure(error, code, json_output)
     if json_output:
@@ -440,6 +451,15 @@ def main(config_path: str, *, progress: bool = True, kill_stage: int | None = No
     else:
         run.report(time.monotonic() - started)
     return code
+
+
+def _serve_metrics(run: Run, address: str, port: int) -> Any:
+    """Serve the run's metrics at ``address:port`` (replicas push theirs with their messages); the server."""
+    server = start_metrics_server(port, address)
+    run.push_metrics = True
+    host, bound = server.server_address[:2]
+    sys.stderr.write(f"omni run: metrics at http://{host}:{bound}/metrics\n")
+    return server
 
 
 def _failure(error: str, code: int, json_output: bool) -> int:

@@ -33,6 +33,8 @@ from omni_core import (
     import_target,
     load_config_document,
     load_omni_transfer_config,
+    metrics_snapshot,
+    record_calls,
     stage_payload_to_specs,
 )
 
@@ -53,6 +55,28 @@ def _take_stdout() -> None:
 def _say(message: dict[str, Any]) -> None:
     _channel.write(json.dumps(message) + "\n")
     _channel.flush()
+
+
+#: Set by ``omni run --metrics-port``: the replica records its connector calls and sends them along.
+PUSH_METRICS_ENV = "OMNI_METRICS_PUSH"
+#: ... at most this often (and once more before it closes).
+PUSH_METRICS_EVERY_S = 1.0
+
+
+class MetricsPush:
+    """Sends this replica's connector metrics to the orchestrator, between commands, at most every second."""
+
+    def __init__(self, stage_id: int) -> None:
+        self.enabled = os.environ.get(PUSH_METRICS_ENV) == "1"
+        self._stage = str(stage_id)
+        self._last = 0.0
+        if self.enabled:
+            record_calls()
+
+    def __call__(self, *, final: bool = False) -> None:
+        if self.enabled and (final or time.monotonic() - self._last >= PUSH_METRICS_EVERY_S):
+            self._last = time.monotonic()
+            _say({"op": "metrics", "figures": metrics_snapshot(stage=self._stage)})
 
 
 class StageWorker:
@@ -226,8 +250,10 @@ def main(argv: list[str]) -> int:
         return 1
     _say({"ready": True})
     asked_to_close = False
+    push_metrics = MetricsPush(args.stage_id)
     try:
         for line in sys.stdin:
+            push_metrics()
             command = json.loads(line)
             if command["op"] == "input":
                 worker.emit(command["request_id"])
@@ -247,6 +273,7 @@ def main(argv: list[str]) -> int:
                     )
             elif command["op"] == "close":
                 asked_to_close = True
+                push_metrics(final=True)
                 break
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # closing already: let it finish
