@@ -146,15 +146,19 @@ def _netsplit_section(results: Sequence[ScenarioResult]) -> list[str]:
     ]
 
 
+def _kill_table_head(*extra: str) -> list[str]:
+    """Header and alignment rows of a kill table: the common columns, then ``extra`` (numbers)."""
+    names = ["scenario", "killed", "kills", "requests", "acked", "refused", "delivered", "lost",
+             "lost (reader killed)", "dup", "corrupt", "recover p50 / max (s)",
+             "left after: /dev/shm, locks, pool bytes, processes, ports", *extra]  # fmt: skip
+    aligns = ["---", "---", *["---:"] * 10, "---", *["---:"] * len(extra)]
+    return ["| " + " | ".join(names) + " |", "| " + " | ".join(aligns) + " |"]
+
+
 def _ray_node_section(results: Sequence[ScenarioResult]) -> list[str]:
     from .raynode import HANG_S
 
-    rows = [
-        "| scenario | killed | kills | requests | acked | refused | delivered | lost | lost (reader killed) | dup "
-        "| corrupt | recover p50 / max (s) | left after: /dev/shm, locks, pool bytes, processes, ports "
-        "| longest run after its kill (s) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
-    ]
+    rows = _kill_table_head("longest run after its kill (s)")
     rows += [f"| {r.transport} | {r.target} | {len(r.kills)} | {_cells(r)} | {r.longest_get_s:.1f} |" for r in results]
     return [
         "## A Ray node killed during `omni run --launcher ray`",
@@ -180,11 +184,7 @@ def _ray_node_section(results: Sequence[ScenarioResult]) -> list[str]:
 
 
 def _chaos_section(results: Sequence[ScenarioResult]) -> list[str]:
-    rows = [
-        "| scenario | killed | kills | requests | acked | refused | delivered | lost | lost (reader killed) | dup "
-        "| corrupt | recover p50 / max (s) | left after: /dev/shm, locks, pool bytes, processes, ports |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
+    rows = _kill_table_head()
     for r in results:
         rows.append(f"| {r.transport} | {r.target} | {len(r.kills)} | {_cells(r)} |")
     columns = _COLUMNS.format(timeout=GET_TIMEOUT_S, settle=f"{SETTLE_S:.0f}")
