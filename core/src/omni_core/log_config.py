@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO
 
 from .errors import ConfigError
 
@@ -21,7 +22,15 @@ DEFAULT_LEVEL = "WARNING"
 
 
 class _OmniHandler(logging.StreamHandler):
-    """The handler :func:`configure_logging` installs (recognised, so a second call replaces none)."""
+    """The handler :func:`configure_logging` installs: it writes to ``sys.stderr`` as it is at each record (as
+    logging's last-resort handler does), so a redirected or captured stderr gets the lines."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
 
 
 def configure_logging(level: str | None = None, prefix: str | None = None) -> logging.Logger:
@@ -30,7 +39,7 @@ def configure_logging(level: str | None = None, prefix: str | None = None) -> lo
     ``level`` defaults to ``OMNI_LOG_LEVEL``, else WARNING; one of DEBUG, INFO, WARNING, ERROR (any case), else
     a :class:`ConfigError` naming ``OMNI_LOG_LEVEL`` and those values.  Lines read ``LEVEL omni.area: message``,
     or ``[PREFIX] LEVEL omni.area: message`` (a stage process passes ``stage S replica R``).  Calling again
-    replaces the level, format and stream, never adds a handler.  The root logger is left alone: omni's records stop
+    replaces the level and format, never adds a handler.  The root logger is left alone: omni's records stop
     at this handler (the ``omni`` logger no longer propagates).
     """
     raw = level if level is not None else os.environ.get(LEVEL_ENV) or DEFAULT_LEVEL
@@ -40,10 +49,8 @@ def configure_logging(level: str | None = None, prefix: str | None = None) -> lo
     logger = logging.getLogger(LOGGER_NAME)
     handler = next((h for h in logger.handlers if isinstance(h, _OmniHandler)), None)
     if handler is None:
-        handler = _OmniHandler(sys.stderr)
+        handler = _OmniHandler()
         logger.addHandler(handler)
-    else:
-        handler.setStream(sys.stderr)  # the current stderr (a test may have replaced it since)
     head = f"[{prefix}] " if prefix else ""
     handler.setFormatter(logging.Formatter(head.replace("%", "%%") + "%(levelname)s %(name)s: %(message)s"))
     logger.setLevel(name)
