@@ -54,6 +54,7 @@ _LAZY: dict[str, str] = {
     "build_stage_connectors": "initialization",
     "resolve_connector_spec": "initialization",
     "get_connector_local_rank": "initialization",
+    "get_replica_id": "initialization",
     "resolve_omni_kv_config_for_stage": "initialization",
     "stage_payload_to_specs": "initialization",
     "compute_connector_zmq_port": "ports",
@@ -83,6 +84,7 @@ _LAZY: dict[str, str] = {
     "AUTO_HOST_VALUES": "envexpand",
     "resolve_host": "hosts",
     "did_you_mean": "suggest",
+    "configure_logging": "log_config",
     "lazy_names": "lazy",
     "ConfigError": "errors",
     "EnvVarExpansionError": "errors",
@@ -115,6 +117,7 @@ if TYPE_CHECKING:
         create_connectors_from_config,
         get_connector_local_rank,
         get_connectors_config_for_stage,
+        get_replica_id,
         get_stage_connector_config,
         initialize_connectors_from_config,
         initialize_orchestrator_connectors,
@@ -125,6 +128,7 @@ if TYPE_CHECKING:
     from .kv_pipe import ConnectorKVPipe, KVPipeBase
     from .launch import Launcher, ReplicaHandle
     from .lazy import lazy_names
+    from .log_config import configure_logging
     from .memory_pool import BufferAllocator, ManagedBuffer
     from .metrics import merge_remote as merge_metrics
     from .metrics import record_calls, start_metrics_server

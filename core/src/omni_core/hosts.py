@@ -26,7 +26,7 @@ LOOPBACK = "127.0.0.1"
 #: A public address used only to select the default route: connecting a UDP socket sends no packet.
 _ROUTE_PROBE = ("192.0.2.1", 9)
 
-_log = logging.getLogger("omni.hosts")
+_log = logging.getLogger("omni.core.hosts")
 _warned_loopback = False
 
 

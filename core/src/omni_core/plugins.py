@@ -25,7 +25,7 @@ from .registration import ConnectorRegistration, CoordinatorRegistration, Launch
 from .suggest import did_you_mean
 from .version import SUPPORTED_API_VERSIONS, __version__
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.core.plugins")
 
 ENTRY_POINT_GROUP = "omni"
 ALLOW_ENV = "OMNI_PLUGINS"
@@ -279,6 +279,8 @@ def get_plugin_registry() -> PluginRegistry:
             registry = PluginRegistry()
             registry.load_entry_points()
             _registry = registry
+            logger.debug("plugins from entry point group %r: %s", ENTRY_POINT_GROUP,
+                         ", ".join(f"{r.name} ({r.status})" for r in registry.plugins.values()) or "none")
         return _registry
 
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ConfigError, PluginError
+from ..log_config import configure_logging
 from ..plugins import get_plugin_registry
 from ..registration import import_target
 from ..version import __version__
@@ -39,8 +40,14 @@ def _build_parser(plugin_commands: dict[str, str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``omni`` console script; returns 0 ok, 1 problems found, 2 usage."""
+    """Entry point of the ``omni`` console script; returns 0 ok, 1 problems found, 2 usage (or a bad
+    ``OMNI_LOG_LEVEL``).  The ``omni`` loggers write to stderr at ``OMNI_LOG_LEVEL`` (WARNING by default)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        configure_logging()
+    except ConfigError as exc:
+        print_error("omni", exc)
+        return 2
     registry = get_plugin_registry()
     commands = {cmd.name: (cmd, record) for cmd, record in registry.cli_commands()}
     parser = _build_parser({name: cmd.help for name, (cmd, _) in commands.items()})

@@ -25,7 +25,7 @@ from .messages import (
     join_replica_list,
 )
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.coordinator")
 
 #: Most events handled per lock acquisition, so publishing is never starved.
 _EVENT_BATCH = 512

@@ -10,7 +10,7 @@ import zmq
 from .auth import CurveClientKeys, secure_client_socket
 from .messages import MAX_LIST_BYTES, MalformedMessage, ReplicaList, decode_replica_list
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.coordinator")
 
 _POLL_MS = 100
 

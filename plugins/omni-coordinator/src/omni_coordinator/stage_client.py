@@ -22,7 +22,7 @@ from .messages import (
     encode_event,
 )
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.coordinator")
 
 #: Heartbeat interval until the coordinator's timeout is known (upstream's fixed value).
 DEFAULT_HEARTBEAT_INTERVAL = 5.0

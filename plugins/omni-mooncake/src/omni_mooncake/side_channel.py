@@ -16,7 +16,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import wire
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.mooncake.te")
 
 #: Threads running pulls (each blocks in a TransferEngine write with the GIL released).
 PULL_WORKERS = 4

@@ -22,7 +22,7 @@ from .raw_payload import host_address, layout_of, rebuild
 from .store_client import StoreClient, StoreError, StoreSettings
 from .store_values import DIRECT_MIN_BYTES, data_key, decode_descriptor, encode_descriptor
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.mooncake.store")
 
 #: Longest pause between two looks for a key that has not appeared yet.
 MAX_POLL_INTERVAL_S = 0.05

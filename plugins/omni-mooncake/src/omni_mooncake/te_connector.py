@@ -37,7 +37,7 @@ from .side_channel import SenderSilent, SideChannelClient, SideChannelError, Sid
 from .te_pool import ReceivedBuffer, RegisteredPool, fill, synchronize
 from .te_sender import SenderService, claim_lease_s
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.mooncake.te")
 
 ROLES = ("sender", "receiver")
 #: Longest pause between two polls of a sender in ``get_with_deadline``.

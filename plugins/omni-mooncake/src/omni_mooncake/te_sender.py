@@ -11,7 +11,7 @@ from .engine import engine_transfer_bound_s
 from .metrics import Counters
 from .outbox import Outbox
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.mooncake.te")
 
 #: A pull must be able to start this long before the receiver stops waiting.
 START_MARGIN_S = 1.0

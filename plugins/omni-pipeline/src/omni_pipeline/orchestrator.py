@@ -50,6 +50,10 @@ from .stage import PUSH_METRICS_ENV, put_output
 from .workload import Workload, kv_cache, stage_output
 
 __all__ = ["Run", "RunFailed", "main"]
+
+#: Variables of this process every replica gets too (a host's ``exec`` prefix such as ssh, or Ray, does not pass
+#: the environment on).
+FORWARDED_ENV = ("OMNI_LOG_LEVEL",)
 #: Exit code of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
 
@@ -122,13 +126,15 @@ class Run:
         if self.workload.forwarding == "orchestrator":
             _, self.connectors = initialize_orchestrator_connectors(self.config_path)
         self.router = Router(self.replicas, self.coordinator, host=self.launcher.orchestrator_host)
+        forwarded = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         for sid, count in counts.items():
             self.replicas[sid] = []
             for r in range(count):
                 argv = [sys.executable, "-m", "omni_pipeline.stage", self.config_path, sid,
                         *self.router.replica_options(address_of(sid, r))]
                 try:
-                    env = {"OMNI_REPLICA_ID": str(r), **({PUSH_METRICS_ENV: "1"} if self.push_metrics else {})}
+                    env = {"OMNI_REPLICA_ID": str(r), **forwarded,
+                           **({PUSH_METRICS_ENV: "1"} if self.push_metrics else {})}
                     replica = self.launcher.start_replica(sid, r, argv, env)
                 except OSError as exc:  # e.g. a host's exec prefix that is not installed
                     raise RunFailed(f"stage {sid} replica {r}: the {self.launcher_name!r} launcher could not start "

@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from omni_core import (
     ConnectorKVPipe,
     OmniConnectorBase,
     checksum,
+    configure_logging,
     create_connectors_from_config,
     get_plugin_registry,
+    get_replica_id,
     get_stage_connector_config,
     import_target,
     load_config_document,
@@ -39,6 +43,8 @@ from omni_core import (
 )
 
 from .workload import Workload, kv_cache, stage_output
+
+logger = logging.getLogger("omni.pipeline")
 
 #: Where the JSON lines go: the process's original stdout, taken by :func:`_take_stdout`.
 _channel: TextIO = sys.stdout
@@ -126,6 +132,8 @@ class StageWorker:
         )
         get_s = time.perf_counter() - started
         if result is None:
+            logger.warning("%s on edge %s -> %s: nothing arrived within %.1f s; reported lost", request_id, *edge,
+                           self.workload.timeout_s)
             _say({"op": "lost", "request_id": request_id, "edge": edge})
             return
         obj, size = result
@@ -136,6 +144,8 @@ class StageWorker:
                 try:
                     kv_digest = checksum(pipe.recv_tensor())
                 except TimeoutError:  # its sender died between the payload and its KV cache: as lost as the payload
+                    logger.warning("%s on edge %s -> %s: its KV cache did not follow the payload; reported lost",
+                                   request_id, *edge)
                     _say({"op": "lost", "request_id": request_id, "edge": edge})
                     return
         _say(
@@ -149,6 +159,7 @@ class StageWorker:
                 "kv_checksum": kv_digest,
             }
         )
+        logger.debug("%s on edge %s -> %s: received %d bytes in %.2f ms", request_id, *edge, size, get_s * 1e3)
         waiting = self.pending.setdefault(request_id, {e for e in self.inputs})
         waiting.discard(edge)
         if not waiting:
@@ -190,6 +201,11 @@ def _follow_sender(connector: OmniConnectorBase, metadata: dict[str, Any] | None
     update = getattr(connector, "update_sender_info", None)
     if update is not None and isinstance(metadata, dict) and {"source_host", "source_port"} <= metadata.keys():
         update(metadata["source_host"], metadata["source_port"])
+
+
+def _edges(edges: Iterable[tuple[str, str]]) -> str:
+    """``0 -> 1, 0 -> 2`` (for log lines), or ``no edge``."""
+    return ", ".join(f"{a} -> {b}" for a, b in sorted(edges)) or "no edge"
 
 
 def kv_pipe(connector: OmniConnectorBase, edge: tuple[str, str], request_id: str, timeout_s: float) -> ConnectorKVPipe:
@@ -243,11 +259,13 @@ def main(argv: list[str]) -> int:
     _take_stdout()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # close the connectors on the way out
     try:
+        configure_logging(prefix=f"stage {args.stage_id} replica {get_replica_id()}")
         worker = StageWorker(args.config, args.stage_id, args.coordinator, args.address)
     except Exception as exc:  # reported to the orchestrator, which names the stage
         notes = "; ".join(getattr(exc, "__notes__", []))
         _say({"ready": False, "error": f"{type(exc).__name__}: {exc}" + (f" ({notes})" if notes else "")})
         return 1
+    logger.info("ready: receives on %s; sends on %s", _edges(worker.inputs), _edges(worker.out_edges))
     _say({"ready": True})
     asked_to_close = False
     push_metrics = MetricsPush(args.stage_id)

@@ -26,7 +26,7 @@ from . import session
 from .owner import OwnerDirectory, OwnerExiting
 from .staging import StagingArea
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.ray")
 #: The Ray namespace of the payload owners when the config names none (the ray launcher sets one per run).
 NAMESPACE_ENV = "OMNI_RAY_NAMESPACE"
 DEFAULT_NAMESPACE = "omni"

@@ -25,7 +25,7 @@ from omni_core import ConfigError
 
 from . import session
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.ray")
 
 #: Ray's placement strategies: PACK/SPREAD are best effort, the STRICT_ ones fail rather than bend.
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

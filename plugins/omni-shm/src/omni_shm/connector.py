@@ -19,7 +19,7 @@ from .sweep import sweep_orphans
 from .watch import EntryWatch
 from .writer import PayloadWriter
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.shm")
 
 
 @dataclasses.dataclass(frozen=True)

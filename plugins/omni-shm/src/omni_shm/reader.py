@@ -16,7 +16,7 @@ _ATTEMPTS = 3  # stale entries removed before a lookup gives up
 _MAX_MAPPED = 64  # slabs kept mapped while no payload in them is held
 _MAX_SEEN = 4096  # broadcast payloads remembered as already read by this reader
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.shm")
 
 
 class _Unmappable(Exception):

@@ -28,7 +28,7 @@ from .counters import SCHEDULER_COUNTERS, Counters
 from .keys import BlockKeys, manifest_key
 from .plan import LoadSpec, SaveSpec, StepPlan, read_manifest
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.vllm")
 
 #: kv_transfer_params a prefill engine returns for ``do_remote_decode`` requests (and a decode engine reads).
 PARAM_NAME = "remote_omni_name"

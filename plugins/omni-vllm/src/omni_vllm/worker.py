@@ -27,7 +27,7 @@ from .plan import LoadSpec, SaveSpec, StepPlan, make_manifest
 if TYPE_CHECKING:
     import torch
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.vllm")
 
 
 class KVWorker:

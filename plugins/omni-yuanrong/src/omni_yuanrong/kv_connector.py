@@ -25,7 +25,7 @@ from omni_core import (
 from .backend import KEY_NOT_FOUND, RPC_UNAVAILABLE, import_datasystem, status_code
 from .keys import store_key
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.yuanrong.kv")
 
 #: The bindings hold the GIL for a whole call, so a long blocking get is cut into slices this long
 #: to let the process's other threads run in between (a payload arriving mid-slice is returned at once).

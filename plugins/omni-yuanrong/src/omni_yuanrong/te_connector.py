@@ -37,7 +37,7 @@ from .te_outbox import Outbox
 from .te_payload import Outgoing, RawPayloadBuffer, check_raw_fields, decode_frame
 from .te_settings import TESettings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.yuanrong.te")
 
 POOL_ALIGNMENT = 4096
 

@@ -21,7 +21,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from omni_core import validate_key
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("omni.yuanrong.te")
 
 QUERY_INFO = b"query_info"
 CLEANUP_KEY = b"cleanup_key"
