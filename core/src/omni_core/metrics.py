@@ -139,12 +139,12 @@ def snapshot(*, stage: str | None = None, replica: str | None = None) -> dict[st
 
 
 def _pool_used_bytes(connector: Any) -> int | None:
-    """The connector's ``pool_used_bytes`` from ``health()``, if it reports one (closed: None)."""
+    """The connector's :meth:`~omni_core.OmniConnectorBase.pool_used_bytes` (closed, or no pool: None)."""
     if getattr(connector, "closed", False):
         return None
     try:
-        value = connector.health().get("pool_used_bytes")
-    except Exception:  # a scrape never fails because one connector's health does
+        value = connector.pool_used_bytes()
+    except Exception:  # a scrape never fails because one connector does
         return None
     return int(value) if isinstance(value, int) else None
 
