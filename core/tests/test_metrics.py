@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from omni_core import OmniConnectorBase, merge_metrics, metrics_snapshot, record_calls, start_metrics_server
+from omni_core import (
+    ConnectorSpec,
+    OmniConnectorBase,
+    OmniConnectorFactory,
+    create_connectors_from_config,
+    merge_metrics,
+    metrics_snapshot,
+    record_calls,
+    start_metrics_server,
+)
 from omni_core.testing import require
 
 
@@ -115,3 +124,24 @@ def test_other_processes_figures_are_shown_and_instances_alike_summed(server: st
     assert [s["puts"] for s in mine["series"] if s["edge"] == "5->6"] == [1, 1]
     with pytest.raises(ValueError, match="stage 9"):
         merge_metrics("stage 9", {"nothing": []})
+
+
+def test_the_stage_a_connector_was_wired_for_labels_its_series(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine's stage wiring (``create_connectors_from_config(caller_stage_id=...)``) names the stage."""
+    monkeypatch.delenv("OMNI_STAGE_ID", raising=False)
+    monkeypatch.delenv("OMNI_REPLICA_ID", raising=False)
+    OmniConnectorFactory.register_connector("DictConnector", lambda extra: DictConnector())
+    try:
+        wired = create_connectors_from_config({("7", "8"): ConnectorSpec("DictConnector")}, caller_stage_id=8)
+        orchestrator = create_connectors_from_config({("7", "8"): ConnectorSpec("DictConnector")},
+                                                     caller_stage_id="orchestrator")
+    finally:
+        OmniConnectorFactory.unregister_connector("DictConnector")
+    orchestrator[("7", "8")].put("7", "8", "k", b"abcd")
+    assert wired[("7", "8")].get("7", "8", "k") is None  # another instance: nothing there
+    unwired = DictConnector()
+    unwired.put("7", "8", "k", b"ab")
+    got = scrape(server)
+    assert got[("omni_connector_puts_total", labels("7->8", stage="orchestrator"))] == 1
+    assert got[("omni_connector_get_misses_total", labels("7->8", stage="8"))] == 1
+    assert got[("omni_connector_bytes_total", labels("7->8", direction="put"))] == 2  # no stage known
