@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -145,3 +147,17 @@ def test_the_stage_a_connector_was_wired_for_labels_its_series(server: str, monk
     assert got[("omni_connector_puts_total", labels("7->8", stage="orchestrator"))] == 1
     assert got[("omni_connector_get_misses_total", labels("7->8", stage="8"))] == 1
     assert got[("omni_connector_bytes_total", labels("7->8", direction="put"))] == 2  # no stage known
+
+
+def test_core_and_recording_need_no_prometheus_client() -> None:
+    """Only the exporter imports prometheus-client: core, connectors and recorded calls work without it."""
+    code = ("import sys, omni_core\n"
+            "class C(omni_core.OmniConnectorBase):\n"
+            "    put = lambda self, *a: (True, 1, None); get = lambda self, *a, **k: None\n"
+            "    cleanup = close = lambda self, *a: None; health = lambda self: {}\n"
+            "omni_core.record_calls(); c = C(); c.put('0', '1', 'k', b'x')\n"
+            "assert omni_core.metrics_snapshot()['series'][0]['puts'] == 1\n"
+            "print('prometheus_client' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
