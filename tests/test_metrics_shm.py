@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from omni_core import ConnectorSpec, create_connectors_from_config, record_calls, start_metrics_server
-from omni_core.testing import require
+from omni_core import ConnectorSpec, create_connectors_from_config
+from omni_core.testing import metrics_endpoint, scrape_metrics
 
 EDGE = ("0", "1")
 
 
 @pytest.fixture
 def url() -> Iterator[str]:
-    require(importlib.util.find_spec("prometheus_client") is not None, "pip install 'omni-core[metrics]'")
-    server = start_metrics_server(0)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        record_calls(False)
-
-
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    with metrics_endpoint() as endpoint:
+        yield endpoint
 
 
 def test_shared_memory_puts_gets_bytes_and_pool_by_stage(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +28,7 @@ def test_shared_memory_puts_gets_bytes_and_pool_by_stage(url: str, monkeypatch: 
     try:
         sizes = [producer.put(*EDGE, f"req-{i}", b"p" * (4096 << i))[1] for i in range(3)]
         assert all(sizes)
-        mid = scrape(url)
+        mid = scrape_metrics(url)
         pool = {("connector", "SharedMemoryConnector"), ("stage", "0"), ("replica", ""),
                 ("instance", f"{id(producer):x}")}
         assert mid[("omni_connector_pool_used_bytes", frozenset(pool))] >= sum(sizes)  # published, unread
@@ -52,7 +36,7 @@ def test_shared_memory_puts_gets_bytes_and_pool_by_stage(url: str, monkeypatch: 
         assert [g[1] for g in got if g is not None] == sizes
         assert consumer.get(*EDGE, "req-0") is None  # consumed once
         producer.reap_consumed()
-        after = scrape(url)
+        after = scrape_metrics(url)
     finally:
         producer.close()
         consumer.close()

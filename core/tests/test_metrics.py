@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,9 +18,8 @@ from omni_core import (
     merge_metrics,
     metrics_snapshot,
     record_calls,
-    start_metrics_server,
 )
-from omni_core.testing import require
+from omni_core.testing import metrics_endpoint, scrape_metrics
 
 
 class DictConnector(OmniConnectorBase):
@@ -58,22 +55,8 @@ class DictConnector(OmniConnectorBase):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    require(importlib.util.find_spec("prometheus_client") is not None, "pip install 'omni-core[metrics]'")
-    running = start_metrics_server(0)
-    try:
-        yield f"http://127.0.0.1:{running.server_address[1]}/metrics"
-    finally:
-        running.shutdown()
-        running.server_close()
-        record_calls(False)
-
-
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    with metrics_endpoint() as url:
+        yield url
 
 
 def labels(edge: str, stage: str = "", replica: str = "", **more: str) -> frozenset[tuple[str, str]]:
@@ -91,7 +74,7 @@ def test_calls_bytes_errors_and_latency_by_edge(server: str, monkeypatch: pytest
     assert connector.get("0", "1", "a") is not None and connector.get("0", "1", "nothing") is None
     assert connector.get_with_deadline("0", "1", "b", deadline=time.monotonic() + 1) is not None  # counted once
 
-    got = scrape(server)
+    got = scrape_metrics(server)
     edge = labels("0->1", stage="1")
     assert got[("omni_connector_puts_total", edge)] == 2
     assert got[("omni_connector_errors_total", edge)] == 1
@@ -120,7 +103,7 @@ def test_other_processes_figures_are_shown_and_instances_alike_summed(server: st
     second.put("5", "6", "k", b"de")
     mine = metrics_snapshot(stage="5", replica="0")
     merge_metrics("stage 5 replica 1", metrics_snapshot(stage="5", replica="1"))
-    got = scrape(server)
+    got = scrape_metrics(server)
     assert got[("omni_connector_puts_total", labels("5->6", stage="5", replica="1"))] == 2  # both instances
     assert got[("omni_connector_bytes_total", labels("5->6", stage="5", replica="1", direction="put"))] == 5
     assert [s["puts"] for s in mine["series"] if s["edge"] == "5->6"] == [1, 1]
@@ -143,7 +126,7 @@ def test_the_stage_a_connector_was_wired_for_labels_its_series(server: str, monk
     assert wired[("7", "8")].get("7", "8", "k") is None  # another instance: nothing there
     unwired = DictConnector()
     unwired.put("7", "8", "k", b"ab")
-    got = scrape(server)
+    got = scrape_metrics(server)
     assert got[("omni_connector_puts_total", labels("7->8", stage="orchestrator"))] == 1
     assert got[("omni_connector_get_misses_total", labels("7->8", stage="8"))] == 1
     assert got[("omni_connector_bytes_total", labels("7->8", direction="put"))] == 2  # no stage known
