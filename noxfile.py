@@ -21,8 +21,10 @@ nox.options.sessions = ["tests", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 TORCH = "torch==2.13.0"
-TEST_TOOLS = ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2", "prometheus-client>=0.20"]  # the last: omni-core[metrics]
+TEST_TOOLS = ["pytest>=8", "hypothesis>=6", "pytest-timeout>=2"]
 CORE = "./core"
+#: Sessions whose tests scrape Prometheus metrics: core goes in with its `metrics` extra (prometheus-client) there.
+METRICS_SESSIONS = {"core", "pipeline", "cross"}
 PLUGIN_DIR = {
     "shm": "./plugins/omni-shm",
     "mooncake": "./plugins/omni-mooncake",
@@ -74,12 +76,17 @@ def _spec(package: str) -> str:
     return PLUGIN_DIR[package] + EXTRAS.get(package, "")
 
 
+def _core(package: str) -> str:
+    """omni-core's pip requirement for ``package``'s tests (with the `metrics` extra where they scrape metrics)."""
+    return CORE + "[metrics]" if package in METRICS_SESSIONS else CORE
+
+
 def _install(session: nox.Session, package: str) -> list[str]:
     """Install one distribution (and torch first); return the test paths."""
     session.install(TORCH)
     session.install(*TEST_TOOLS)
     if package == "core":
-        session.install("numpy", CORE)
+        session.install("numpy", _core(package))
         return ["core/tests"]
     if package == "vllm":
         return _install_vllm(session)
@@ -90,7 +97,7 @@ def _install(session: nox.Session, package: str) -> list[str]:
         return [RAY_PLUGIN.removeprefix("./") + "/tests"]
     if package == "cross":
         _ensure_system_libs(session, "mooncake")
-        session.install("numpy", "matplotlib", CORE, *map(_spec, PLUGIN_DIR), *DUMMY_PLUGINS)
+        session.install("numpy", "matplotlib", _core(package), *map(_spec, PLUGIN_DIR), *DUMMY_PLUGINS)
         return ["tests", "--ignore=tests/multihost", "--ignore=tests/docs"]
     if package == "multihost":  # test hosts as network namespaces: needs root (fails without it under CI=true)
         _ensure_system_libs(session, "mooncake")
@@ -99,7 +106,7 @@ def _install(session: nox.Session, package: str) -> list[str]:
         return ["tests/multihost"]
     _ensure_system_libs(session, package)
     others = [_spec(name) for name in TEST_DISTRIBUTIONS.get(package, [])]
-    session.install("numpy", CORE, _spec(package), *others)  # numpy: the kit's ndarray payloads
+    session.install("numpy", _core(package), _spec(package), *others)  # numpy: the kit's ndarray payloads
     return [PLUGIN_DIR[package].removeprefix("./") + "/tests"]
 
 

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
+import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from omni_core import OmniConnectorBase, merge_metrics, metrics_snapshot, record_calls, start_metrics_server
-from omni_core.testing import require
+from omni_core import (
+    ConnectorSpec,
+    OmniConnectorBase,
+    OmniConnectorFactory,
+    create_connectors_from_config,
+    merge_metrics,
+    metrics_snapshot,
+    record_calls,
+)
+from omni_core.testing import metrics_endpoint, scrape_metrics
 
 
 class DictConnector(OmniConnectorBase):
@@ -36,7 +44,10 @@ class DictConnector(OmniConnectorBase):
         self.items.pop(request_id, None)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "healthy", "pool_used_bytes": sum(map(len, self.items.values()))}
+        raise AssertionError("a scrape must not call health() (it may probe a backend)")
+
+    def pool_used_bytes(self) -> int:
+        return sum(map(len, self.items.values()))
 
     def close(self) -> None:
         self.items.clear()
@@ -44,22 +55,8 @@ class DictConnector(OmniConnectorBase):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    require(importlib.util.find_spec("prometheus_client") is not None, "pip install 'omni-core[metrics]'")
-    running = start_metrics_server(0)
-    try:
-        yield f"http://127.0.0.1:{running.server_address[1]}/metrics"
-    finally:
-        running.shutdown()
-        running.server_close()
-        record_calls(False)
-
-
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    with metrics_endpoint() as url:
+        yield url
 
 
 def labels(edge: str, stage: str = "", replica: str = "", **more: str) -> frozenset[tuple[str, str]]:
@@ -77,7 +74,7 @@ def test_calls_bytes_errors_and_latency_by_edge(server: str, monkeypatch: pytest
     assert connector.get("0", "1", "a") is not None and connector.get("0", "1", "nothing") is None
     assert connector.get_with_deadline("0", "1", "b", deadline=time.monotonic() + 1) is not None  # counted once
 
-    got = scrape(server)
+    got = scrape_metrics(server)
     edge = labels("0->1", stage="1")
     assert got[("omni_connector_puts_total", edge)] == 2
     assert got[("omni_connector_errors_total", edge)] == 1
@@ -106,9 +103,44 @@ def test_other_processes_figures_are_shown_and_instances_alike_summed(server: st
     second.put("5", "6", "k", b"de")
     mine = metrics_snapshot(stage="5", replica="0")
     merge_metrics("stage 5 replica 1", metrics_snapshot(stage="5", replica="1"))
-    got = scrape(server)
+    got = scrape_metrics(server)
     assert got[("omni_connector_puts_total", labels("5->6", stage="5", replica="1"))] == 2  # both instances
     assert got[("omni_connector_bytes_total", labels("5->6", stage="5", replica="1", direction="put"))] == 5
     assert [s["puts"] for s in mine["series"] if s["edge"] == "5->6"] == [1, 1]
     with pytest.raises(ValueError, match="stage 9"):
         merge_metrics("stage 9", {"nothing": []})
+
+
+def test_the_stage_a_connector_was_wired_for_labels_its_series(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine's stage wiring (``create_connectors_from_config(caller_stage_id=...)``) names the stage."""
+    monkeypatch.delenv("OMNI_STAGE_ID", raising=False)
+    monkeypatch.delenv("OMNI_REPLICA_ID", raising=False)
+    OmniConnectorFactory.register_connector("DictConnector", lambda extra: DictConnector())
+    try:
+        wired = create_connectors_from_config({("7", "8"): ConnectorSpec("DictConnector")}, caller_stage_id=8)
+        orchestrator = create_connectors_from_config({("7", "8"): ConnectorSpec("DictConnector")},
+                                                     caller_stage_id="orchestrator")
+    finally:
+        OmniConnectorFactory.unregister_connector("DictConnector")
+    orchestrator[("7", "8")].put("7", "8", "k", b"abcd")
+    assert wired[("7", "8")].get("7", "8", "k") is None  # another instance: nothing there
+    unwired = DictConnector()
+    unwired.put("7", "8", "k", b"ab")
+    got = scrape_metrics(server)
+    assert got[("omni_connector_puts_total", labels("7->8", stage="orchestrator"))] == 1
+    assert got[("omni_connector_get_misses_total", labels("7->8", stage="8"))] == 1
+    assert got[("omni_connector_bytes_total", labels("7->8", direction="put"))] == 2  # no stage known
+
+
+def test_core_and_recording_need_no_prometheus_client() -> None:
+    """Only the exporter imports prometheus-client: core, connectors and recorded calls work without it."""
+    code = ("import sys, omni_core\n"
+            "class C(omni_core.OmniConnectorBase):\n"
+            "    put = lambda self, *a: (True, 1, None); get = lambda self, *a, **k: None\n"
+            "    cleanup = close = lambda self, *a: None; health = lambda self: {}\n"
+            "omni_core.record_calls(); c = C(); c.put('0', '1', 'k', b'x')\n"
+            "assert omni_core.metrics_snapshot()['series'][0]['puts'] == 1\n"
+            "print('prometheus_client' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

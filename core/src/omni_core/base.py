@@ -118,6 +118,13 @@ class OmniConnectorBase(ABC):
         """Producer-side sweep of payloads consumed elsewhere; returns how many were reaped."""
         return 0
 
+    def pool_used_bytes(self) -> int | None:
+        """Bytes of this connector's buffer pool in use now, or None if it has no pool.
+
+        Metrics read it at every scrape (``omni_connector_pool_used_bytes``): it must be cheap, never a network call.
+        """
+        return None
+
     @property
     def closed(self) -> bool:
         """True once ``close()`` has run."""

@@ -17,6 +17,7 @@ from .config_loader import load_omni_transfer_config
 from .envexpand import AUTO_HOST_VALUES, expand_env_int
 from .errors import ConfigError
 from .factory import OmniConnectorFactory
+from .metrics import wired_for_stage
 from .ports import (
     KV_RANK_PORT_STRIDE,
     KV_REPLICA_PORT_STRIDE,
@@ -170,6 +171,9 @@ def create_connectors_from_config(
         for connector in created.values():
             connector.close()
         raise
+    if caller_stage_id is not None:  # the stage label of their metrics
+        for connector in created.values():
+            wired_for_stage(connector, str(caller_stage_id))
     return created
 
 

@@ -59,6 +59,13 @@ class _EdgeCalls:
 _calls: weakref.WeakKeyDictionary[Any, dict[str, _EdgeCalls]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 _remote: dict[str, tuple[float, dict[str, Any]]] = {}
+_wired_stage: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # set by the stage wiring
+
+
+def wired_for_stage(connector: Any, stage: str) -> None:
+    """Label ``connector``'s series with ``stage``, the stage ``create_connectors_from_config`` made it for."""
+    with _lock:
+        _wired_stage[connector] = stage
 
 
 def record_calls(on: bool = True) -> None:
@@ -116,17 +123,19 @@ def _observe(connector: Any, edge: str, kind: str, seconds: float, result: Any) 
 def snapshot(*, stage: str | None = None, replica: str | None = None) -> dict[str, Any]:
     """This process's figures as plain JSON: ``{"series": [...]}``, one entry per connector instance and edge.
 
-    ``stage`` and ``replica`` label them (default: ``OMNI_STAGE_ID`` and ``OMNI_REPLICA_ID``, else empty).
+    ``stage`` and ``replica`` label them; by default ``stage`` is the stage a connector was created for by
+    ``create_connectors_from_config`` (its ``caller_stage_id``), else ``OMNI_STAGE_ID``, and ``replica`` is
+    ``OMNI_REPLICA_ID``; empty when unknown.
     """
-    labels = {
-        "stage": os.environ.get("OMNI_STAGE_ID", "") if stage is None else stage,
-        "replica": os.environ.get("OMNI_REPLICA_ID", "") if replica is None else replica,
-    }
+    default_stage = os.environ.get("OMNI_STAGE_ID", "")
+    replica = os.environ.get("OMNI_REPLICA_ID", "") if replica is None else replica
     series = []
     with _lock:
-        items = [(connector, dict(edges)) for connector, edges in _calls.items()]
-    for connector, edges in items:
+        items = [(connector, dict(edges), _wired_stage.get(connector, default_stage)) for connector, edges in
+                 _calls.items()]  # fmt: skip
+    for connector, edges, wired in items:
         pool = _pool_used_bytes(connector)
+        labels = {"stage": wired if stage is None else stage, "replica": replica}
         for edge, c in edges.items():
             series.append({
                 **labels, "connector": type(connector).__name__, "edge": edge, "instance": f"{id(connector):x}",
@@ -139,12 +148,12 @@ def snapshot(*, stage: str | None = None, replica: str | None = None) -> dict[st
 
 
 def _pool_used_bytes(connector: Any) -> int | None:
-    """The connector's ``pool_used_bytes`` from ``health()``, if it reports one (closed: None)."""
+    """The connector's :meth:`~omni_core.OmniConnectorBase.pool_used_bytes` (closed, or no pool: None)."""
     if getattr(connector, "closed", False):
         return None
     try:
-        value = connector.health().get("pool_used_bytes")
-    except Exception:  # a scrape never fails because one connector's health does
+        value = connector.pool_used_bytes()
+    except Exception:  # a scrape never fails because one connector does
         return None
     return int(value) if isinstance(value, int) else None
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from omni_pipeline.testing import edge_rows, marked_env, omni_run, replica_rows, run_processes
 
+from omni_core.testing import scrape_metrics
+
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 DEFAULT = EXAMPLES / "thinker_talker_vocoder.yaml"
@@ -241,15 +243,6 @@ def test_a_finished_requests_state_is_dropped_and_a_late_duplicate_is_still_caug
         run.stop()
 
 
-def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """``{(name, labels): value}`` of the Prometheus text at ``url``."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
 def test_metrics_port_serves_every_replicas_connector_metrics_while_it_runs(tmp_path) -> None:
     """Each stage replica's puts and gets, by edge and stage, from the orchestrator's one endpoint."""
     run, marker = _start_long_run(tmp_path, "--metrics-port", "0")
@@ -258,7 +251,7 @@ def test_metrics_port_serves_every_replicas_connector_metrics_while_it_runs(tmp_
         assert url is not None, run.seen
         deadline = time.monotonic() + 60
         while True:
-            samples = _scrape(url[1].decode())
+            samples = scrape_metrics(url[1].decode())
             puts = {dict(labels)["stage"]: value for (name, labels), value in samples.items()
                     if name == "omni_connector_puts_total" and dict(labels)["edge"] == "0->1"}
             gets = {dict(labels)["stage"]: value for (name, labels), value in samples.items()

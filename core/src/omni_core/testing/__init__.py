@@ -23,6 +23,7 @@ Kit tests must not be overridden silently: an override must be decorated with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -122,6 +124,32 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
         pytest.fail(f"{reason} (CI=true: everything a test needs must be present)", pytrace=False)
     pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def metrics_endpoint() -> Iterator[str]:
+    """``start_metrics_server`` on a free port of 127.0.0.1 (skipped, or failed under CI=true, without
+    prometheus-client): yields its URL; stops it, and the recording of calls, on the way out."""
+    require(importlib.util.find_spec("prometheus_client") is not None, "pip install 'omni-core[metrics]'")
+    from omni_core.metrics import record_calls, start_metrics_server
+
+    server = start_metrics_server(0)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        record_calls(False)
+
+
+def scrape_metrics(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``{(sample name, labels): value}`` of the Prometheus text served at ``url``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def _needs_torch(kind: str) -> None:

@@ -202,6 +202,11 @@ class MooncakeStoreConnector(OmniConnectorBase):
         )  # fmt: skip
         return report
 
+    def pool_used_bytes(self) -> int | None:
+        """Bytes of the registered local buffer in use now (None once closed)."""
+        pool = self._pool
+        return pool.used_bytes if pool is not None else None
+
     def close(self) -> None:
         """Unregister the local buffer and close the store client (about 2 s; longer if the master is gone).
 

@@ -546,6 +546,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             report.update(status="unhealthy", error="connector is closed")
         return report
 
+    def pool_used_bytes(self) -> int:
+        """Bytes of the registered transfer pool in use now."""
+        return self.pool.allocator.used_bytes
+
     def close(self) -> None:
         """Stop the listener (running pulls finish first), free every buffer, unregister the pool."""
         if self._finalizer is not None:

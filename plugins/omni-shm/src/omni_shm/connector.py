@@ -194,7 +194,12 @@ class SharedMemoryConnector(OmniConnectorBase):
             "expired": self._writer.expired,
             "pending": self._writer.pending,
             "shm_bytes": self._writer.shm_bytes,
+            "pool_used_bytes": self._writer.used_bytes,
         }
+
+    def pool_used_bytes(self) -> int:
+        """Bytes of this connector's slab regions not reclaimed yet (its published payloads, read or not)."""
+        return self._writer.used_bytes
 
     def close(self) -> None:
         """Sweep what dead processes left, withdraw unconsumed payloads, remove our slabs, unmap what we read."""

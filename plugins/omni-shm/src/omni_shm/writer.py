@@ -31,11 +31,12 @@ class _WriterSlab:
 
 
 class _Region:
-    __slots__ = ("created", "entry_path", "generation", "home", "offset")
+    __slots__ = ("created", "entry_path", "generation", "home", "offset", "size")
 
-    def __init__(self, home: _WriterSlab, offset: int, generation: int, entry_path: str) -> None:
+    def __init__(self, home: _WriterSlab, offset: int, size: int, generation: int, entry_path: str) -> None:
         self.home = home
         self.offset = offset
+        self.size = size
         self.generation = generation
         self.entry_path = entry_path
         self.created = time.monotonic()
@@ -65,6 +66,7 @@ class PayloadWriter:
         self._generations = itertools.count(1)
         self._lock = threading.Lock()
         self.expired = 0
+        self.used_bytes = 0  #: bytes of the regions not reclaimed yet (published payloads, read or not)
 
     @property
     def pending(self) -> int:
@@ -83,9 +85,10 @@ class PayloadWriter:
         put replaces it).  Raises OSError (e.g. ENOSPC) or the serializer's error; nothing is left behind.
         """
         length = payload.nbytes
+        size = protocol.HEADER_SIZE + -(-length // _ALIGN) * _ALIGN
         with self._lock:
             self._reclaim_done()
-            home, offset = self._allocate(protocol.HEADER_SIZE + -(-length // _ALIGN) * _ALIGN)
+            home, offset = self._allocate(size)
             generation = next(self._generations)
         slab = home.slab
         try:
@@ -99,9 +102,10 @@ class PayloadWriter:
             with self._lock:
                 home.ring.free(offset)
             raise
-        region = _Region(home, offset, generation, entry_path)
+        region = _Region(home, offset, size, generation, entry_path)
         with self._lock:
             self._outstanding[generation] = region
+            self.used_bytes += size
             self._published[entry_path] = region
 
     def retire(self, entry_path: str) -> None:
@@ -129,6 +133,7 @@ class PayloadWriter:
                 self._withdraw(region)
             self._outstanding.clear()
             self._published.clear()
+            self.used_bytes = 0
             for home in self._slabs:
                 home.slab.unlink()
                 home.slab.close()
@@ -160,6 +165,7 @@ class PayloadWriter:
 
     def _free(self, region: _Region) -> None:
         del self._outstanding[region.generation]
+        self.used_bytes -= region.size
         if self._published.get(region.entry_path) is region:
             del self._published[region.entry_path]
         region.home.ring.free(region.offset)
