@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from omni_core.testing import require
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize.py"
 
@@ -19,7 +20,7 @@ def row(connector: str, path: str, nbytes: int, ratio_min: float, median: float,
 
 
 def test_summary_table_targets_and_one_png_per_connector(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    require(importlib.util.find_spec("matplotlib") is not None, "needs matplotlib (the PNGs)")
     (tmp_path / "shm").mkdir()
     rows = [row("SharedMemoryConnector", "copy", 1 << 20, 0.3, 0.25, ">= 0.5"),
             row("SharedMemoryConnector", "copy", 64 << 20, 0.62, 0.61, ">= 0.6"),

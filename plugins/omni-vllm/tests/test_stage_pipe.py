@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 from conftest import SESSION
 
 from omni_core import ConnectorSpec, OmniConnectorFactory
+from omni_core.testing import require
 from omni_vllm import StageKVPipe
 from omni_vllm.payload import CorruptPayload
 
@@ -82,7 +84,7 @@ def test_a_corrupt_item_is_refused_and_the_next_one_still_arrives(namespace):
 
 def test_mooncake_transfer_engine_raw_path():
     """On a raw-data connector an item is one bare uint8 buffer and comes back intact (one pull)."""
-    pytest.importorskip("mooncake.engine")
+    require(importlib.util.find_spec("mooncake") is not None, "needs omni-mooncake[cpu] (mooncake.engine)")
     base = {"protocol": "tcp", "host": "127.0.0.1", "memory_pool_size": 16 << 20}
     sender = OmniConnectorFactory.create_connector(
         ConnectorSpec("MooncakeTransferEngineConnector", {**base, "role": "sender", "zmq_port": 0}))
