@@ -212,6 +212,28 @@ def test_one_sender_two_receivers(
     assert not receiver_process.get(key, metadata, timeout=0.2)["found"]
 
 
+def test_a_payload_read_whose_done_note_was_lost_is_not_read_twice(
+    connectors: Callable[..., MooncakeTransferEngineConnector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A done note lost (a partition) lets the sender's claim lapse, which keeps the payload (nothing lost); the
+    receiver remembers what it read, so asking again gets None, and its repeated note frees the payload."""
+    monkeypatch.setenv("MC_TRANSFER_TIMEOUT", "5")  # the claim's lease: the engine's bound + 2 s
+    sender, receiver = connectors("sender"), connectors("receiver")
+    key = new_key("lost-note")
+    ok, _, metadata = sender.put(*EDGE, key, big_tensor(1 * MiB, 90))
+    assert ok
+    notify = receiver._client.notify
+    lost = lambda endpoint, note, **kw: None if note.delivered else notify(endpoint, note, **kw)  # noqa: E731
+    monkeypatch.setattr(receiver._client, "notify", lost)
+    first = receiver.get(*EDGE, key, metadata)
+    assert first is not None and torch.equal(unwrap(first[0]), big_tensor(1 * MiB, 90))
+    assert wait_for(lambda: sender.health()["lapsed_claims"] == 1, timeout=15), sender.health()
+    assert sender.health()["outbox_entries"] == 1  # kept: the sender cannot tell a lost note from a failed read
+    monkeypatch.setattr(receiver._client, "notify", notify)
+    assert receiver.get(*EDGE, key, metadata) is None  # this receiver has it already
+    assert wait_for(lambda: sender.health()["outbox_entries"] == 0), sender.health()
+
+
 def test_receiver_killed_mid_transfer_does_not_strand_the_buffer(
     connectors: Callable[..., MooncakeTransferEngineConnector], monkeypatch: pytest.MonkeyPatch
 ) -> None:

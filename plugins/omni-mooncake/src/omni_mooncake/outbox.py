@@ -94,13 +94,20 @@ class Outbox:
             return claimed
 
     def finish_claim(self, key: str, token: int, receiver: str, delivered: bool) -> OutboundEntry | None:
-        """End ``receiver``'s claim of ``token`` (None if there is none, e.g. its lease ran out)."""
+        """End ``receiver``'s claim of ``token``; the entry, or None if there is nothing to end.
+
+        A delivery reported after the claim's lease ran out (its note was held up, e.g. by a partition) still
+        counts, as long as the payload is still here under that token: the receiver has it.
+        """
         with self._lock:
             found = self._claims.pop((key, token, receiver), None)
-        if found is None:
-            return None
-        self.end_pull(found[0], receiver, delivered)
-        return found[0]
+            late = self._entries.get(key) if found is None and delivered else None
+            if late is not None and (late.token != token or receiver in late.pulling):
+                late = None
+        entry = found[0] if found is not None else late
+        if entry is not None:
+            self.end_pull(entry, receiver, delivered)
+        return entry
 
     def lapse_claims(self, now: float | None = None) -> int:
         """End the claims whose lease ran out, as transfers that did not deliver; return how many."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -142,3 +143,23 @@ class ReadsGivenUp:
     def __len__(self) -> int:
         with self._lock:
             return len(self._reads)
+
+
+class RecentSet:
+    """Thread-safe set of the last ``size`` items added (the oldest are forgotten first)."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[Any, None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def add(self, item: Any) -> None:
+        with self._lock:
+            self._items[item] = None
+            self._items.move_to_end(item)
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def seen(self, item: Any) -> bool:
+        with self._lock:
+            return item in self._items

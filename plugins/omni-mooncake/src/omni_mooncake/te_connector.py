@@ -30,7 +30,7 @@ from .engine import QUERY_TIMEOUT_S, pull_timeout_s, start_engine
 from .hooks import TE_REGISTRATION
 from .metrics import Counters
 from .outbox import OutboundEntry, Outbox
-from .pending import PendingPull, PendingPulls, ReadsGivenUp
+from .pending import PendingPull, PendingPulls, ReadsGivenUp, RecentSet
 from .quarantine import Quarantine
 from .raw_payload import RawLayout, layout_of
 from .side_channel import SenderSilent, SideChannelClient, SideChannelError, SideChannelServer
@@ -44,6 +44,8 @@ ROLES = ("sender", "receiver")
 MAX_POLL_INTERVAL_S = 0.05
 #: A receiver whose pool is full (slices held for failed transfers) says so at most this often.
 POOL_FULL_WARN_EVERY_S = 5.0
+#: How many payloads a receiver remembers having read (its guard against reading one twice).
+DELIVERED_REMEMBERED = 65536
 #: Threads of a receiver running TransferEngine reads (each blocks in the engine with the GIL released).
 READ_WORKERS = 4
 
@@ -140,6 +142,9 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         #: Threads running this receiver's reads (a get waits on its read while it probes the sender).
         self._reads = ThreadPoolExecutor(READ_WORKERS, "omni-te-read") if self._host_pool else None
         self._reads_given_up = ReadsGivenUp(functools.partial(_after_read, self._quarantine))
+        #: Payloads (key, token) this receiver read: a claim the sender let lapse (its done note lost in a
+        #: partition) leaves the payload there, and asking for it again must not hand it out twice.
+        self._delivered = RecentSet(DELIVERED_REMEMBERED)
         self._ctx = zmq.Context()
         self._client = SideChannelClient(self._ctx)
         try:
@@ -404,6 +409,10 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
         itself, its slice held meanwhile) and the claim lapses on the sender, which keeps the payload.
         """
         assert self._reads is not None
+        delivered = wire.Done(key, source.token, self.session, delivered=True)
+        if self._delivered.seen((key, source.token)):  # read before; its done note may have been lost
+            self._client.notify(incoming.endpoint, delivered)
+            return None
         buffer = self._slice(incoming)
         claim = wire.Claim(key, source.token, self.session, source.address, incoming.size)
         started = time.monotonic()
@@ -443,7 +452,8 @@ class MooncakeTransferEngineConnector(OmniConnectorBase):
             logger.warning("read of %r took %.1f s, past the sender's %s ms lease: dropped", key, took,
                            reply.get("lease_ms"))  # fmt: skip
             return None
-        self._client.notify(incoming.endpoint, wire.Done(key, source.token, self.session, delivered=True))
+        self._delivered.add((key, source.token))
+        self._client.notify(incoming.endpoint, delivered)
         return self._arrived(buffer, incoming)
 
     def _read_result(self, read: Future[int], endpoint: Endpoint, key: str, lease_end: float) -> int:
