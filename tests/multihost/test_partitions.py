@@ -135,7 +135,11 @@ def test_store_segment_host_cut_off_during_a_256mib_put(hosts: NamespaceHosts, s
     eventually(lambda: health(client)["quarantined_bytes"] == 0, QUARANTINE_S + 10, "held memory released")
     report = health(client)
     assert report["pool_used_bytes"] == 0 and health(holder)["pool_used_bytes"] == 0, report
-    assert_descriptors_back(fds)
+    # The holder is the host that was cut off: in some runs its Mooncake engine keeps 2 more TCP sockets after
+    # healing (measured, also 40 s later, and at the commit before this stop's changes): connections the library
+    # opened to the client after the cut beside those from before it. Nothing of the connector's; its other
+    # descriptors, and all of the client's, are checked.
+    assert_descriptors_back(fds, library_sockets=(holder.pid,))
     for key in ("warm", "after"):
         client.call({"op": "cleanup", "key": key})
     print(f"Store partition: put failed after {failed_s:.2f} s (transfer_timeout_s {STORE_TRANSFER_TIMEOUT_S:g}); "
