@@ -122,7 +122,7 @@ def test_256mib_tensor_arrives_intact(
         assert checksum(result[0].payload(copy=False)) == digest(spec)
     finally:
         result[0].release()
-    assert sender_process.call({"op": "health"})["pool_used_bytes"] == 0
+    assert wait_for(lambda: sender_process.call({"op": "health"})["pool_used_bytes"] == 0)  # once its done note came
 
 
 def test_concurrent_puts_reach_another_process(
@@ -163,6 +163,8 @@ def test_pool_exhaustion_then_recovery(connectors: Callable[..., MooncakeTransfe
     assert sender.health()["errors"] == 1
     held = receiver.get(*EDGE, keys[0], metadata[keys[0]])
     assert held is not None and torch.equal(held[0].payload(), chunk)
+    # the receiver's done note reaches the sender's listener a moment after the get returned
+    assert wait_for(lambda: sender.health()["outbox_entries"] == 1), sender.health()
     assert sender.put(*EDGE, keys[2], chunk)[0]  # the delivered buffer was freed: room again
     assert receiver.get(*EDGE, keys[1], metadata[keys[1]]) is None  # the receiver's pool holds the result
     health = receiver.health()
@@ -207,8 +209,8 @@ def test_one_sender_two_receivers(
     assert sender.health()["outbox_entries"] == 1
     got = receiver_process.get(key, metadata)
     assert got["found"] and got["checksum"] == digest(spec)
-    health = sender.health()
-    assert health["outbox_entries"] == 0 and health["pool_used_bytes"] == 0
+    assert wait_for(lambda: sender.health()["outbox_entries"] == 0), sender.health()  # once its done note came
+    assert sender.health()["pool_used_bytes"] == 0
     assert not receiver_process.get(key, metadata, timeout=0.2)["found"]
 
 
